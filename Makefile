@@ -1,0 +1,38 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv from python3.11,
+# install the fully pinned lock with uv (pip's resolver backtracks for minutes on this graph),
+# install glcic_tf in editable mode, then run.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.glcic-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench lock lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install -q --disable-pip-version-check "$$(grep '^uv==' requirements.lock)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python pipelines/train.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python pipelines/benchmark.py
+
+# Regenerate requirements.lock from requirements.in (needs uv; `make venv` installs one).
+lock:
+	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.lock
+
+lint: $(STAMP)
+	$(BIN)/python -m flake8 glcic_tf pipelines serving tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

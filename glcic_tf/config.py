@@ -1,0 +1,443 @@
+"""Typed, frozen configuration for glcic_tf, with the paper's values as defaults.
+
+One frozen dataclass per concern (data, masks, model, loss, optimizer, schedule) grouped under
+`GLCICConfig`. Builders receive their own sub-config, never the whole tree. Named presets are
+functions registered with `register_preset`; `get_preset("paper")` and `get_preset("demo")` ship.
+
+Overrides are dotted keys (`"schedule.batch_size": 4`) applied with `override()`, which rejects
+unknown keys and values of the wrong type. `to_json()` / `from_json()` round-trip exactly; the
+resolved config is written beside every checkpoint and into every export's `assets/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, Callable, Mapping
+
+# Mean pixel value (RGB in [0, 1]) used to fill holes until a dataset's own value is known.
+# `pipelines/make_tfrecords.py` computes the training split's mean and writes it to
+# `dataset_info.json`; training and inference then use that value (see `with_mean_pixel`).
+DEFAULT_MEAN_PIXEL = (0.4560, 0.4472, 0.4155)
+
+INPUT_CONVENTIONS = ("mean_fill", "torch7")
+MASK_KINDS = ("rect", "freeform", "mixed")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Training input: the paper's augmentation and the hole fill value.
+
+    Attributes:
+      image_size: side of the square training crop (paper: 256). Multiple of 4.
+      resize_min, resize_max: the shorter image side is resized to a uniform random size in
+        [resize_min, resize_max] keeping the aspect ratio, then cropped (paper: 256, 384).
+      random_flip: random horizontal flip (not in the paper; off by default).
+      mean_pixel: RGB mean of the training set in [0, 1]; holes are filled with it.
+      input_convention: how the network sees the hole. "mean_fill": RGB in [0, 1] with hole
+        pixels set to `mean_pixel` (this implementation's training convention). "torch7": RGB
+        minus `mean_pixel` with hole pixels set to 0, as the authors' released Torch7 models
+        expect (identical information, shifted by the mean).
+      shuffle_buffer: examples held by the shuffle buffer.
+      deterministic: fixed element order for tests and reproducible runs.
+      seed: seed for file shuffling, augmentation and masks when deterministic.
+      skip_corrupt: skip (and count) records that fail to parse or decode instead of failing.
+    """
+
+    image_size: int = 256
+    resize_min: int = 256
+    resize_max: int = 384
+    random_flip: bool = False
+    mean_pixel: tuple[float, float, float] = DEFAULT_MEAN_PIXEL
+    input_convention: str = "mean_fill"
+    shuffle_buffer: int = 2048
+    deterministic: bool = False
+    seed: int = 0
+    skip_corrupt: bool = False
+
+    def validate(self) -> None:
+        _check(self.image_size > 0 and self.image_size % 4 == 0,
+               f"data.image_size must be a positive multiple of 4, got {self.image_size}")
+        _check(self.resize_min >= self.image_size,
+               f"data.resize_min ({self.resize_min}) must be >= data.image_size "
+               f"({self.image_size}) so that a crop of image_size fits")
+        _check(self.resize_max >= self.resize_min,
+               f"data.resize_max ({self.resize_max}) must be >= data.resize_min "
+               f"({self.resize_min})")
+        _check(len(self.mean_pixel) == 3 and all(0.0 <= v <= 1.0 for v in self.mean_pixel),
+               f"data.mean_pixel must be 3 values in [0, 1], got {self.mean_pixel}")
+        _check(self.input_convention in INPUT_CONVENTIONS,
+               f"data.input_convention must be one of {INPUT_CONVENTIONS}, "
+               f"got {self.input_convention!r}")
+        _check(self.shuffle_buffer >= 1,
+               f"data.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskConfig:
+    """Holes and the local discriminator's patch.
+
+    Attributes:
+      local_size: side of the local patch the local discriminator sees (paper: 128).
+      hole_min, hole_max: each rectangle side is uniform in [hole_min, hole_max] (paper: 96, 128).
+      num_holes: rectangles per image; the local patch contains the first one.
+      kind: "rect" (the paper), "freeform" (strokes, as the authors' 2020 model) or "mixed".
+      freeform_ratio: with kind="mixed", the probability that an example gets strokes.
+      max_strokes, stroke_width_min, stroke_width_max: free-form stroke parameters (pixels at
+        `data.image_size`; strokes are drawn inside the local patch).
+    """
+
+    local_size: int = 128
+    hole_min: int = 96
+    hole_max: int = 128
+    num_holes: int = 1
+    kind: str = "rect"
+    freeform_ratio: float = 0.5
+    max_strokes: int = 4
+    stroke_width_min: int = 8
+    stroke_width_max: int = 20
+
+    def validate(self) -> None:
+        _check(self.local_size > 0, f"masks.local_size must be > 0, got {self.local_size}")
+        _check(0 < self.hole_min <= self.hole_max,
+               f"masks.hole_min/hole_max must satisfy 0 < hole_min <= hole_max, "
+               f"got {self.hole_min}, {self.hole_max}")
+        _check(self.hole_max <= self.local_size,
+               f"masks.hole_max ({self.hole_max}) is larger than the local patch "
+               f"masks.local_size ({self.local_size}): the local discriminator could not see "
+               f"the whole hole")
+        _check(self.num_holes >= 1, f"masks.num_holes must be >= 1, got {self.num_holes}")
+        _check(self.kind in MASK_KINDS,
+               f"masks.kind must be one of {MASK_KINDS}, got {self.kind!r}")
+        _check(0.0 <= self.freeform_ratio <= 1.0,
+               f"masks.freeform_ratio must be in [0, 1], got {self.freeform_ratio}")
+        _check(self.max_strokes >= 1, f"masks.max_strokes must be >= 1, got {self.max_strokes}")
+        _check(0 < self.stroke_width_min <= self.stroke_width_max,
+               f"masks.stroke_width_min/max must satisfy 0 < min <= max, got "
+               f"{self.stroke_width_min}, {self.stroke_width_max}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The two networks.
+
+    Attributes:
+      width: channel multiplier for fast tests and small demos (1.0 = the paper). It scales
+        channel counts, never the layer structure.
+      sync_batch_norm: synchronise batch-norm statistics across replicas (needed so that N
+        replicas compute the same update as one device on the same global batch).
+      batch_norm_momentum, batch_norm_epsilon: Torch7's defaults (momentum 0.1 there is 0.9
+        here; eps 1e-5), so imported official weights behave identically.
+    """
+
+    width: float = 1.0
+    sync_batch_norm: bool = False
+    batch_norm_momentum: float = 0.9
+    batch_norm_epsilon: float = 1e-5
+
+    def validate(self) -> None:
+        _check(0.0 < self.width <= 4.0, f"model.width must be in (0, 4], got {self.width}")
+        _check(0.0 <= self.batch_norm_momentum < 1.0,
+               f"model.batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        _check(self.batch_norm_epsilon > 0,
+               f"model.batch_norm_epsilon must be > 0, got {self.batch_norm_epsilon}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Joint loss: MSE + alpha * GAN (paper: alpha = 0.0004)."""
+
+    alpha: float = 0.0004
+
+    def validate(self) -> None:
+        _check(self.alpha >= 0, f"loss.alpha must be >= 0, got {self.alpha}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """ADADELTA for both networks, as in the paper.
+
+    ADADELTA (Zeiler 2012) sets per-parameter step sizes itself; its update has no learning rate,
+    which is `learning_rate=1.0` in Keras. Keras' default of 0.001 scales every step down 1000x
+    and barely moves the networks, so it is not the default here.
+    """
+
+    learning_rate_completion: float = 1.0
+    learning_rate_discriminator: float = 1.0
+    rho: float = 0.95
+    epsilon: float = 1e-6
+
+    def validate(self) -> None:
+        _check(self.learning_rate_completion > 0,
+               f"optimizer.learning_rate_completion must be > 0, "
+               f"got {self.learning_rate_completion}")
+        _check(self.learning_rate_discriminator > 0,
+               f"optimizer.learning_rate_discriminator must be > 0, "
+               f"got {self.learning_rate_discriminator}")
+        _check(0.0 < self.rho < 1.0, f"optimizer.rho must be in (0, 1), got {self.rho}")
+        _check(self.epsilon > 0, f"optimizer.epsilon must be > 0, got {self.epsilon}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The paper's three phases and the run's bookkeeping.
+
+    Attributes:
+      batch_size: global batch size, split across replicas (paper: 96).
+      steps_completion: T_C, completion network alone with the MSE loss (paper: 90,000).
+      steps_discriminator: T_D, discriminator alone (paper: 10,000).
+      steps_joint: T_train, both networks, MSE + alpha * GAN (paper: 400,000).
+      checkpoint_every: save a checkpoint every this many steps (and at phase boundaries).
+      keep_checkpoints: how many checkpoints CheckpointManager keeps.
+      log_every: TensorBoard scalars every this many steps.
+      image_every: TensorBoard image grid every this many steps.
+    """
+
+    batch_size: int = 96
+    steps_completion: int = 90_000
+    steps_discriminator: int = 10_000
+    steps_joint: int = 400_000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 100
+    image_every: int = 1000
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_completion + self.steps_discriminator + self.steps_joint
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1, f"schedule.batch_size must be >= 1, got {self.batch_size}")
+        for name in ("steps_completion", "steps_discriminator", "steps_joint"):
+            value = getattr(self, name)
+            _check(value >= 0, f"schedule.{name} must be >= 0, got {value}")
+        _check(self.total_steps > 0, "schedule: the three phases add up to 0 steps")
+        for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
+            value = getattr(self, name)
+            _check(value >= 1, f"schedule.{name} must be >= 1, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GLCICConfig:
+    """The whole experiment. `validate()` checks every part and their consistency."""
+
+    name: str = "paper"
+    data: DataConfig = DataConfig()
+    masks: MaskConfig = MaskConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    precision: str = "float32"
+    jit_compile: bool = False
+    seed: int = 0
+
+    def validate(self) -> "GLCICConfig":
+        for part in (self.data, self.masks, self.model, self.loss, self.optimizer,
+                     self.schedule):
+            part.validate()
+        _check(self.masks.local_size <= self.data.image_size,
+               f"masks.local_size ({self.masks.local_size}) must be <= data.image_size "
+               f"({self.data.image_size})")
+        _check(self.masks.local_size % 4 == 0,
+               f"masks.local_size must be a multiple of 4, got {self.masks.local_size}")
+        _check(self.precision in PRECISIONS,
+               f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        return self
+
+    # --- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "GLCICConfig":
+        return _from_dict(cls, values, prefix="").validate()
+
+    @classmethod
+    def from_json(cls, text: str) -> "GLCICConfig":
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from e
+        if not isinstance(values, dict):
+            raise ConfigError(f"config JSON must be an object, got {type(values).__name__}")
+        return cls.from_dict(values)
+
+    def save(self, path: str) -> None:
+        """Writes the config as JSON (any filesystem tf.io.gfile supports)."""
+        import tensorflow as tf  # local import: keep `import glcic_tf.config` light
+
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> "GLCICConfig":
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise ConfigError(f"config file not found: {path}")
+        with tf.io.gfile.GFile(path) as f:
+            try:
+                return cls.from_json(f.read())
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from e
+
+    # --- convenience ---------------------------------------------------------------------------
+
+    def override(self, overrides: Mapping[str, Any]) -> "GLCICConfig":
+        return override(self, overrides)
+
+    def with_mean_pixel(self, mean_pixel) -> "GLCICConfig":
+        mean = tuple(float(v) for v in mean_pixel)
+        return dataclasses.replace(
+            self, data=dataclasses.replace(self.data, mean_pixel=mean)).validate()
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Checks (and, where lossless, converts) one JSON/CLI value against a field's type."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be an object, got {value!r}")
+        return _from_dict(annotation, value, prefix=key + ".")
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(annotation):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError("; ".join(errors) or f"{key}: unexpected value {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls, values: Mapping[str, Any], prefix: str):
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"valid keys under {prefix or 'the top level'}: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def override(config: GLCICConfig, overrides: Mapping[str, Any]) -> GLCICConfig:
+    """Returns `config` with dotted-key overrides applied, e.g. {"schedule.batch_size": 8}.
+
+    Raises:
+      ConfigError: a key does not exist, a value has the wrong type, or the result is invalid.
+    """
+    values = config.to_dict()
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = values
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"unknown config key {key!r} (no {'.'.join(parts[:i + 1])!r})")
+            if i == len(parts) - 1:
+                if isinstance(node[part], dict):
+                    raise ConfigError(f"config key {key!r} is a section; override its fields")
+                node[part] = value
+            else:
+                node = node[part]
+    return GLCICConfig.from_dict(values)
+
+
+# --- presets -----------------------------------------------------------------------------------
+
+_PRESETS: dict[str, Callable[[], GLCICConfig]] = {}
+
+
+def register_preset(fn: Callable[[], GLCICConfig]) -> Callable[[], GLCICConfig]:
+    _PRESETS[fn.__name__] = fn
+    return fn
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> GLCICConfig:
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; available: {preset_names()}")
+    return _PRESETS[name]().validate()
+
+
+@register_preset
+def paper() -> GLCICConfig:
+    """The paper's setting: 256x256 crops, 96-128 px holes, batch 96, 90k/10k/400k steps.
+
+    `python pipelines/train.py --data 'shards/train-*.tfrecord'`. The authors report about two
+    months on four K80 GPUs for 500,000 steps on Places2; budget accordingly.
+    """
+    return GLCICConfig(name="paper")
+
+
+@register_preset
+def demo() -> GLCICConfig:
+    """A few steps of each phase at 64x64 and width 1/4 on the bundled sample photos.
+
+    `python pipelines/train.py` (no arguments). Runs all three phases in a few minutes on a
+    2-core CPU. It proves the pipeline end to end; it does not produce a useful inpainter.
+    """
+    return GLCICConfig(
+        name="demo",
+        data=DataConfig(image_size=64, resize_min=64, resize_max=96, shuffle_buffer=256),
+        masks=MaskConfig(local_size=32, hole_min=16, hole_max=28),
+        model=ModelConfig(width=0.25),
+        schedule=ScheduleConfig(batch_size=8, steps_completion=60, steps_discriminator=20,
+                                steps_joint=60, checkpoint_every=20, keep_checkpoints=3,
+                                log_every=10, image_every=20),
+    )

@@ -1,0 +1,224 @@
+"""The paper's networks (Iizuka et al. 2017, Table 1 and Section 3), as Keras functional models.
+
+* `completion_network`: 17 convolutional layers: an encoder that halves the resolution twice, four
+  dilated convolutions (dilation 2, 4, 8, 16) that widen the receptive field to 299x299 pixels
+  without losing resolution, and a decoder of two 4x4 stride-2 deconvolutions. BatchNorm + ReLU
+  after every layer but the output, which is a sigmoid. Fully convolutional: any H and W that are
+  multiples of 4.
+* `global_discriminator` (whole 256x256 image, 6 convolutions + FC-1024), `local_discriminator`
+  (128x128 patch around the hole, 5 convolutions + FC-1024) and `context_discriminator`, which
+  concatenates their 1024-d outputs into 2048-d, then FC-1 and a sigmoid.
+
+Layer names follow the paper (`conv1`, `dilated_conv_d8`, `deconv1`, `global_fc`, `concat_2048`
+...), so checkpoints, TensorBoard graphs and exported SavedModels read like Table 1.
+
+With `width=1.0` the completion network has 6,072,131 trainable parameters and the context
+discriminator 45,063,681 (see `tests/test_models.py` for the arithmetic). `width` scales channel
+counts only, for fast tests and small demos; the layer structure never changes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+from glcic_tf.config import ModelConfig
+
+# (name, kind, kernel, stride, dilation, filters) of the completion network, Table 1 of the paper.
+COMPLETION_LAYERS = (
+    ("conv1", "conv", 5, 1, 1, 64),
+    ("conv2", "conv", 3, 2, 1, 128),
+    ("conv3", "conv", 3, 1, 1, 128),
+    ("conv4", "conv", 3, 2, 1, 256),
+    ("conv5", "conv", 3, 1, 1, 256),
+    ("conv6", "conv", 3, 1, 1, 256),
+    ("dilated_conv_d2", "conv", 3, 1, 2, 256),
+    ("dilated_conv_d4", "conv", 3, 1, 4, 256),
+    ("dilated_conv_d8", "conv", 3, 1, 8, 256),
+    ("dilated_conv_d16", "conv", 3, 1, 16, 256),
+    ("conv7", "conv", 3, 1, 1, 256),
+    ("conv8", "conv", 3, 1, 1, 256),
+    ("deconv1", "deconv", 4, 2, 1, 128),
+    ("conv9", "conv", 3, 1, 1, 128),
+    ("deconv2", "deconv", 4, 2, 1, 64),
+    ("conv10", "conv", 3, 1, 1, 32),
+    ("output_conv", "conv", 3, 1, 1, 3),
+)
+
+# Output channels of the discriminators' 5x5 stride-2 convolutions (Table 2 of the paper).
+GLOBAL_FILTERS = (64, 128, 256, 512, 512, 512)
+LOCAL_FILTERS = (64, 128, 256, 512, 512)
+FC_UNITS = 1024
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under the width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+def _check_width(width: float) -> None:
+    if not (isinstance(width, (int, float)) and 0.0 < width <= 4.0):
+        raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+
+
+def _batch_norm(x, name: str, config: ModelConfig):
+    return layers.BatchNormalization(
+        momentum=config.batch_norm_momentum,
+        epsilon=config.batch_norm_epsilon,
+        synchronized=config.sync_batch_norm,
+        name=f"{name}_bn",
+    )(x)
+
+
+def conv_bn_relu(x, filters: int, kernel: int, *, stride: int = 1, dilation: int = 1,
+                 name: str, config: ModelConfig, transpose: bool = False):
+    """Convolution (or 4x4 transposed convolution) + BatchNorm + ReLU, named `name*`."""
+    if transpose:
+        x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=name)(x)
+    else:
+        x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
+                          padding="same", name=name)(x)
+    x = _batch_norm(x, name, config)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
+                       dilations: tuple[int, int, int, int] = (2, 4, 8, 16),
+                       name: str = "completion_network") -> keras.Model:
+    """Builds the completion network C.
+
+    Args:
+      width: channel multiplier (1.0 = the paper). Overrides `config.width` when a config is
+        given and width differs from 1.0.
+      config: batch-norm settings (momentum, epsilon, synchronized); defaults to ModelConfig().
+      dilations: dilation rates of the four dilated layers; (1, 1, 1, 1) gives the
+        non-dilated ablation of the paper (receptive field 91 instead of 299 pixels).
+      name: model name.
+
+    Returns:
+      A functional keras.Model with inputs `image` (B, H, W, 3, holes already filled) and `mask`
+      (B, H, W, 1, 1 = hole), H and W multiples of 4, and output `completion` (B, H, W, 3) in
+      [0, 1] (float32 also under a mixed-precision policy).
+    """
+    config = config or ModelConfig()
+    if config is not None and width == 1.0:
+        width = config.width
+    _check_width(width)
+    if len(dilations) != 4 or any(int(d) < 1 for d in dilations):
+        raise ValueError(f"dilations must be 4 positive integers, got {dilations!r}")
+
+    image = keras.Input(shape=(None, None, 3), name="image")
+    mask = keras.Input(shape=(None, None, 1), name="mask")
+    x = layers.Concatenate(axis=-1, name="input_concat")([image, mask])
+    dilated = iter(dilations)
+    for layer_name, kind, kernel, stride, dilation, filters in COMPLETION_LAYERS:
+        if layer_name.startswith("dilated_conv"):
+            dilation = int(next(dilated))
+        if layer_name == "output_conv":
+            x = layers.Conv2D(3, kernel, padding="same", name=layer_name)(x)
+            break
+        x = conv_bn_relu(x, scaled(filters, width), kernel, stride=stride, dilation=dilation,
+                         name=layer_name, config=config, transpose=(kind == "deconv"))
+    # Sigmoid in float32 so mixed-precision policies still return float32 images.
+    out = layers.Activation("sigmoid", dtype="float32", name="completion")(x)
+    return keras.Model(inputs={"image": image, "mask": mask}, outputs=out, name=name)
+
+
+def _discriminator_branch(prefix: str, size: int, filters: tuple[int, ...], width: float,
+                          config: ModelConfig) -> keras.Model:
+    _check_width(width)
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"{prefix} discriminator input size must be a positive int, got {size!r}")
+    inp = keras.Input(shape=(size, size, 3), name=f"{prefix}_image")
+    x = inp
+    for i, f in enumerate(filters, start=1):
+        x = conv_bn_relu(x, scaled(f, width), 5, stride=2, name=f"{prefix}_conv{i}",
+                         config=config)
+    x = layers.Flatten(name=f"{prefix}_flatten")(x)
+    x = layers.Dense(scaled(FC_UNITS, width), name=f"{prefix}_fc")(x)
+    x = layers.ReLU(name=f"{prefix}_fc_relu")(x)
+    return keras.Model(inp, x, name=f"{prefix}_discriminator")
+
+
+def global_discriminator(image_size: int = 256, width: float = 1.0,
+                         config: ModelConfig | None = None) -> keras.Model:
+    """Global branch: 6 x (conv 5x5 stride 2 + BN + ReLU), 64..512 channels, then FC-1024.
+
+    Input `global_image` (B, image_size, image_size, 3); output (B, 1024).
+    """
+    return _discriminator_branch("global", image_size, GLOBAL_FILTERS, width,
+                                 config or ModelConfig())
+
+
+def local_discriminator(local_size: int = 128, width: float = 1.0,
+                        config: ModelConfig | None = None) -> keras.Model:
+    """Local branch: 5 x (conv 5x5 stride 2 + BN + ReLU), 64..512 channels, then FC-1024.
+
+    Input `local_image` (B, local_size, local_size, 3); output (B, 1024).
+    """
+    return _discriminator_branch("local", local_size, LOCAL_FILTERS, width,
+                                 config or ModelConfig())
+
+
+def context_discriminator(image_size: int = 256, local_size: int = 128, width: float = 1.0,
+                          config: ModelConfig | None = None,
+                          name: str = "context_discriminator") -> keras.Model:
+    """Builds the context discriminator D.
+
+    Inputs `global_image` (B, image_size, image_size, 3) and `local_image`
+    (B, local_size, local_size, 3) in [0, 1]; the two 1024-d branch outputs are concatenated
+    (`concat_2048`), mapped by FC-1 (`context_fc`, logits) and a sigmoid to the probability that
+    the image is real (`realness`, float32).
+    """
+    config = config or ModelConfig()
+    if width == 1.0:
+        width = config.width
+    if local_size > image_size:
+        raise ValueError(f"local_size ({local_size}) must be <= image_size ({image_size})")
+    g = global_discriminator(image_size, width, config)
+    lo = local_discriminator(local_size, width, config)
+    global_image = keras.Input(shape=(image_size, image_size, 3), name="global_image")
+    local_image = keras.Input(shape=(local_size, local_size, 3), name="local_image")
+    x = layers.Concatenate(axis=-1, name="concat_2048")([g(global_image), lo(local_image)])
+    logits = layers.Dense(1, dtype="float32", name="context_fc")(x)
+    prob = layers.Activation("sigmoid", dtype="float32", name="realness")(logits)
+    return keras.Model(inputs={"global_image": global_image, "local_image": local_image},
+                       outputs=prob, name=name)
+
+
+def discriminator_logits(discriminator: keras.Model) -> keras.Model:
+    """The same discriminator (shared weights) returning logits, for a stable BCE loss."""
+    return keras.Model(discriminator.inputs,
+                       discriminator.get_layer("context_fc").output,
+                       name=discriminator.name + "_logits")
+
+
+def receptive_field(dilations=(2, 4, 8, 16)) -> int:
+    """Theoretical receptive field (pixels) of the completion network per Table 1.
+
+    Sums (k - 1) * dilation * jump over the layers; a 4x4 stride-2 deconvolution output depends
+    on 2 input pixels per axis. This is an upper bound; the extent measured for a given pixel
+    with Keras 'same' padding (tests/test_models.py) is 2 pixels smaller because of stride
+    alignment.
+    """
+    rf, jump = 1, 1
+    dil = iter(dilations)
+    for layer_name, kind, kernel, stride, dilation, _ in COMPLETION_LAYERS:
+        if layer_name.startswith("dilated_conv"):
+            dilation = next(dil)
+        if kind == "deconv":
+            jump //= stride
+            rf += (math.ceil(kernel / stride) - 1) * jump * stride
+        else:
+            rf += (kernel - 1) * dilation * jump
+            jump *= stride
+    return rf
+
+
+def build_models(model_config: ModelConfig, image_size: int, local_size: int):
+    """Returns (completion_network, context_discriminator) for a config."""
+    c = completion_network(model_config.width, model_config)
+    d = context_discriminator(image_size, local_size, model_config.width, model_config)
+    return c, d
