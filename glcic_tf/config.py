@@ -25,6 +25,7 @@ DEFAULT_MEAN_PIXEL = (0.4560, 0.4472, 0.4155)
 INPUT_CONVENTIONS = ("mean_fill", "torch7")
 MASK_KINDS = ("rect", "freeform", "mixed")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PADDINGS = ("same", "torch")
 
 
 class ConfigError(ValueError):
@@ -140,12 +141,17 @@ class ModelConfig:
         replicas compute the same update as one device on the same global batch).
       batch_norm_momentum, batch_norm_epsilon: Torch7's defaults (momentum 0.1 there is 0.9
         here; eps 1e-5), so imported official weights behave identically.
+      padding: "same" (Keras: a 3x3 stride-2 convolution on an even input pads 0 before and 1
+        after) or "torch" (symmetric, as Torch7's SpatialConvolution with pad (k-1)//2: the
+        authors' released weights need it; see `glcic_tf.torch7`). Only stride-2
+        convolutions differ; parameter counts are identical.
     """
 
     width: float = 1.0
     sync_batch_norm: bool = False
     batch_norm_momentum: float = 0.9
     batch_norm_epsilon: float = 1e-5
+    padding: str = "same"
 
     def validate(self) -> None:
         _check(0.0 < self.width <= 4.0, f"model.width must be in (0, 4], got {self.width}")
@@ -153,6 +159,8 @@ class ModelConfig:
                f"model.batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
         _check(self.batch_norm_epsilon > 0,
                f"model.batch_norm_epsilon must be > 0, got {self.batch_norm_epsilon}")
+        _check(self.padding in PADDINGS,
+               f"model.padding must be one of {PADDINGS}, got {self.padding!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,9 +74,21 @@ def _batch_norm(x, name: str, config: ModelConfig):
 
 def conv_bn_relu(x, filters: int, kernel: int, *, stride: int = 1, dilation: int = 1,
                  name: str, config: ModelConfig, transpose: bool = False):
-    """Convolution (or 4x4 transposed convolution) + BatchNorm + ReLU, named `name*`."""
+    """Convolution (or 4x4 transposed convolution) + BatchNorm + ReLU, named `name*`.
+
+    With `config.padding == "torch"` a strided convolution pads (k-1)//2 pixels on every side
+    (`{name}_pad`, then a 'valid' convolution), as Torch7's SpatialConvolution does; Keras
+    'same' would pad 0 before and 1 after on even inputs. Stride-1 convolutions with odd
+    kernels and the 4x4 stride-2 transposed convolution (Torch SpatialFullConvolution with
+    pad 1) are symmetric under 'same' already.
+    """
     if transpose:
         x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=name)(x)
+    elif config.padding == "torch" and stride > 1:
+        p = (kernel - 1) // 2 * dilation
+        x = layers.ZeroPadding2D(((p, p), (p, p)), name=f"{name}_pad")(x)
+        x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
+                          padding="valid", name=name)(x)
     else:
         x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
                           padding="same", name=name)(x)
@@ -92,7 +104,11 @@ def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
     Args:
       width: channel multiplier (1.0 = the paper). Overrides `config.width` when a config is
         given and width differs from 1.0.
-      config: batch-norm settings (momentum, epsilon, synchronized); defaults to ModelConfig().
+      config: batch-norm settings (momentum, epsilon, synchronized) and `padding`: "same"
+        (default; Keras padding) or "torch" (strided convolutions pad symmetrically like
+        Torch7, needed by the authors' released weights, see `glcic_tf.torch7`; the two differ
+        by a half-pixel shift after each stride-2 layer, parameters are identical). Defaults
+        to ModelConfig().
       dilations: dilation rates of the four dilated layers; (1, 1, 1, 1) gives the
         non-dilated ablation of the paper (receptive field 91 instead of 299 pixels).
       name: model name.
