@@ -13,11 +13,67 @@
 
 Beside the shards, `dataset_info.json` records counts per split, rejects by reason, the train
 split's mean pixel value (RGB in [0, 1]) and size statistics.
+
+## Training input: `make_dataset`
+
+One function assembles the pipeline in a fixed order (see the numbered comments there): list files
+-> shard by file (with an `input_context`) -> shuffle files -> repeat -> interleave the shards
+(parallel; `deterministic` from `data.deterministic`) -> shuffle records (`data.shuffle_buffer`)
+-> number the records (per-element seeds) -> parse + decode -> augment + holes ->
+batch(drop_remainder=True) -> prefetch. Options are set in `_dataset_options`.
+
+Each element is a dict: `image` float32 [B, S, S, 3] in [0, 1] (the ground-truth crop), `mask`
+float32 [B, S, S, 1] (1 = hole), `masked` = `masks.fill_holes(image, mask, data.mean_pixel)`,
+`local_offset` int32 [B, 2] (y, x of the local discriminator's patch), `key` string [B].
+
+Augmentation is exactly the paper's: the shorter side is resized to a uniform random size in
+[resize_min, resize_max] keeping the aspect ratio, then a random image_size square is cropped
+(plus a horizontal flip only when `data.random_flip`). Holes come from `glcic_tf.masks`.
+
+Randomness is stateless: every record gets a seed (base seed, record number) so its crop and
+holes do not depend on thread timing. With `data.deterministic` (or an explicit `seed`) the base
+seed is fixed and the whole stream, order included, is reproducible; otherwise the base seed is
+drawn at random per `make_dataset` call.
+
+Sharding. With an `input_context` (`strategy.distribute_datasets_from_function`) the function
+shards itself: by file when there are at least as many shards as input pipelines, otherwise by
+record (every pipeline reads all files in a fixed order and keeps every n-th record). Without
+one, the auto-shard policy (used by `strategy.experimental_distribute_dataset` across workers) is
+FILE when the shards are at least as many as the workers in TF_CONFIG, DATA otherwise; with DATA
+every worker must draw the same stream, so set `data.deterministic` or a seed there.
+
+## Evaluation input: `make_eval_dataset`
+
+Deterministic centre crops (shorter side resized to image_size) in file order, with holes that
+depend only on the image key and a seed, so two models are scored on identical holes.
+
+## Corrupt records
+
+Policy: a record that cannot be read (a shard truncated mid-record), parsed (garbage bytes) or
+decoded (bytes that are not an image) either stops training with a clear error naming the shard,
+or, with `data.skip_corrupt`, is skipped.
+
+* `data.skip_corrupt=False` (default): tf.data's own error does not name the file, so iterate
+  through `checked_iterator(dataset, file_pattern)` or catch `tf.errors.InvalidArgumentError` /
+  `tf.errors.DataLossError` and raise `explain_data_error(error, file_pattern)`: it scans the
+  shards (`find_corrupt_shards`) and raises `CorruptDataError` naming each corrupt shard, how
+  many bad records it holds and the first problem.
+* `data.skip_corrupt=True`: `ignore_errors(log_warning=True)` right after decoding drops the
+  record; tf.data logs one warning per skipped record ("Error raised with error message ..."),
+  and `find_corrupt_shards` counts them exactly per shard, offline.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+from typing import Iterator, Sequence
+
+import tensorflow as tf
+
+from glcic_tf import masks
+from glcic_tf.config import DataConfig, GLCICConfig, MaskConfig
 
 FEATURE_ENCODED = "image/encoded"
 FEATURE_FORMAT = "image/format"
@@ -28,11 +84,19 @@ FEATURE_KEY = "image/key"
 
 DATASET_INFO_NAME = "dataset_info.json"
 
+# The keys of every element of `make_dataset` / `make_eval_dataset` (the input contract).
+ELEMENT_KEYS = ("image", "mask", "masked", "local_offset", "key")
+
+# Shards read at once by the interleave (fewer when there are fewer shards).
+_CYCLE_LENGTH = 16
+# Range of `tf.strings.to_hash_bucket_fast` for the evaluation holes' per-key seed.
+_HASH_BUCKETS = 2**62
+# Bytes a TFRecord adds around each record: length (8), its CRC (4), data CRC (4).
+_RECORD_OVERHEAD = 16
+
 
 def read_dataset_info(path: str) -> dict:
     """Reads `dataset_info.json` (a file path or the folder holding it)."""
-    import tensorflow as tf
-
     if tf.io.gfile.isdir(path):
         path = path.rstrip("/") + "/" + DATASET_INFO_NAME
     if not tf.io.gfile.exists(path):
@@ -43,3 +107,430 @@ def read_dataset_info(path: str) -> dict:
     if not (isinstance(mean, list) and len(mean) == 3):
         raise ValueError(f"{path}: 'mean_pixel' must be a list of 3 numbers, got {mean!r}")
     return info
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def list_files(file_pattern: str | Sequence[str]) -> list[str]:
+    """The sorted, de-duplicated files matching one glob pattern or several.
+
+    Raises:
+      FileNotFoundError: a pattern matches no file (the message names the pattern).
+    """
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    if not patterns:
+        raise ValueError("file_pattern is empty: expected a glob pattern such as "
+                         "'shards/train-*.tfrecord' or a list of them")
+    files: set[str] = set()
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"file patterns must be non-empty strings, got {pattern!r}")
+        matched = tf.io.gfile.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(f"no TFRecord file matches {pattern!r}")
+        files.update(matched)
+    return sorted(files)
+
+
+def auto_shard_policy(num_files: int, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
+    """FILE when every worker (input pipeline) can get at least one shard, DATA otherwise."""
+    if num_files >= num_workers:
+        return tf.data.experimental.AutoShardPolicy.FILE
+    return tf.data.experimental.AutoShardPolicy.DATA
+
+
+def _num_workers_from_tf_config() -> int:
+    """Workers (chief included) in the TF_CONFIG cluster; 1 without TF_CONFIG."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        return 1
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
+
+
+def _dataset_options(*, deterministic: bool,
+                     shard_policy: tf.data.experimental.AutoShardPolicy) -> tf.data.Options:
+    """All tf.data options of the input pipelines, in one place.
+
+    Seeds are not an option in tf.data: they go to the shuffles and to the per-record stateless
+    random ops (see `make_dataset`).
+    """
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_distribute.auto_shard_policy = shard_policy
+    return options
+
+
+# --- per-example ops (pure dict -> dict, graph only) ---------------------------------------------
+
+
+def decode_example(serialized: tf.Tensor) -> dict:
+    """Parses one serialized tf.train.Example and decodes its image.
+
+    Returns:
+      {"image": uint8 [H, W, 3], "key": string scalar ("" when the record has no key)}.
+    """
+    features = tf.io.parse_single_example(serialized, {
+        FEATURE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        FEATURE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    })
+    image = tf.io.decode_image(features[FEATURE_ENCODED], channels=3, expand_animations=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    return {"image": image, "key": features[FEATURE_KEY]}
+
+
+def resize_shorter_side(image: tf.Tensor, size) -> tf.Tensor:
+    """Resizes so the shorter side is `size` keeping the aspect ratio; float32 in [0, 1].
+
+    uint8 input is scaled by 1/255; float input is taken to be in [0, 1] already.
+    """
+    if image.dtype == tf.uint8:
+        image = tf.cast(image, tf.float32) / 255.0
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    size = tf.cast(size, tf.float64)
+    scale = size / tf.minimum(height, width)
+    # max(): round-off must never take the shorter side below `size`.
+    new_height = tf.cast(tf.maximum(tf.round(height * scale), size), tf.int32)
+    new_width = tf.cast(tf.maximum(tf.round(width * scale), size), tf.int32)
+    resized = tf.image.resize(image, tf.stack([new_height, new_width]), antialias=True)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def random_resize(image: tf.Tensor, resize_min: int, resize_max: int, seed) -> tf.Tensor:
+    """Resizes the shorter side to a uniform random size in [resize_min, resize_max]."""
+    size = tf.random.stateless_uniform([], seed, minval=resize_min, maxval=resize_max + 1,
+                                       dtype=tf.int32)
+    return resize_shorter_side(image, size)
+
+
+def random_resize_crop(example: dict, data: DataConfig, seed) -> dict:
+    """The paper's augmentation: random shorter-side resize, random square crop (+ flip).
+
+    Args:
+      example: dict with "image" uint8 or float [H, W, 3].
+      data: resize range, crop size and flip switch.
+      seed: [2] integer seed.
+
+    Returns:
+      A copy of `example` whose "image" is float32 [S, S, 3] in [0, 1], S = data.image_size.
+    """
+    s_size, s_y, s_x, s_flip = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4))
+    image = random_resize(example["image"], data.resize_min, data.resize_max, s_size)
+    size = data.image_size
+    shape = tf.shape(image)
+    y = tf.random.stateless_uniform([], s_y, 0, shape[0] - size + 1, dtype=tf.int32)
+    x = tf.random.stateless_uniform([], s_x, 0, shape[1] - size + 1, dtype=tf.int32)
+    image = tf.ensure_shape(image[y:y + size, x:x + size], [size, size, 3])
+    if data.random_flip:
+        flip = tf.random.stateless_uniform([], s_flip) < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return {**example, "image": image}
+
+
+def center_crop(example: dict, image_size: int) -> dict:
+    """Evaluation crop: shorter side resized to `image_size`, then the centre square."""
+    image = resize_shorter_side(example["image"], image_size)
+    shape = tf.shape(image)
+    y = (shape[0] - image_size) // 2
+    x = (shape[1] - image_size) // 2
+    image = tf.ensure_shape(image[y:y + image_size, x:x + image_size],
+                            [image_size, image_size, 3])
+    return {**example, "image": image}
+
+
+def add_holes(example: dict, masks_config: MaskConfig, mean_pixel, seed,
+              kind: str | None = None) -> dict:
+    """Adds "mask", "masked" and "local_offset" to an example with a square float "image".
+
+    Args:
+      example: dict with "image" float32 [S, S, 3] in [0, 1].
+      masks_config: hole parameters; `kind` overrides `masks_config.kind`.
+      mean_pixel: RGB fill value for hole pixels of "masked".
+      seed: [2] integer seed.
+    """
+    image = example["image"]
+    size = image.shape[0]
+    if size is None or image.shape[1] != size:
+        raise ValueError(f"add_holes needs a square image of static size, got {image.shape}")
+    holes = masks.sample_holes(size, masks_config, seed, kind)
+    return {**example, "mask": holes["mask"],
+            "masked": masks.fill_holes(image, holes["mask"], mean_pixel),
+            "local_offset": holes["local_offset"]}
+
+
+def add_rect_holes(example: dict, masks_config: MaskConfig, mean_pixel, seed) -> dict:
+    """`add_holes` with the paper's rectangles."""
+    return add_holes(example, masks_config, mean_pixel, seed, kind="rect")
+
+
+def add_freeform_holes(example: dict, masks_config: MaskConfig, mean_pixel, seed) -> dict:
+    """`add_holes` with free-form strokes inside the local patch."""
+    return add_holes(example, masks_config, mean_pixel, seed, kind="freeform")
+
+
+def _element(example: dict) -> dict:
+    """Only the contract's keys, in a fixed order."""
+    return {k: example[k] for k in ELEMENT_KEYS}
+
+
+# --- pipelines -----------------------------------------------------------------------------------
+
+
+def _resolve_seed(seed: int | None, data: DataConfig, training: bool) -> int:
+    if seed is not None:
+        return int(seed)
+    if data.deterministic or not training:
+        return int(data.seed)
+    return random.SystemRandom().randrange(2**31)
+
+
+def make_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
+                 training: bool = True, batch_size: int | None = None,
+                 input_context: tf.distribute.InputContext | None = None,
+                 seed: int | None = None,
+                 num_parallel_calls: int | None = None) -> tf.data.Dataset:
+    """The training input: augmented crops with holes, batched (see the module docstring).
+
+    Args:
+      file_pattern: glob pattern(s) of TFRecord shards in the schema above.
+      config: uses `config.data`, `config.masks` and `config.schedule.batch_size`.
+      training: repeat forever and shuffle; False makes one pass in file order (still with
+        seeded random crops and holes, e.g. for a validation loss).
+      batch_size: global batch size (default `config.schedule.batch_size`).
+      input_context: from `strategy.distribute_datasets_from_function`; the batch becomes the
+        per-replica batch and this pipeline reads only its share of the data.
+      seed: base seed (default `data.seed` when `data.deterministic` or not `training`, else
+        random).
+      num_parallel_calls: interleave / map / batch parallelism (default AUTOTUNE); for
+        benchmarks.
+
+    Returns:
+      A dataset of dicts (image, mask, masked, local_offset, key), batch dimension static.
+    """
+    data = config.data
+    files = list_files(file_pattern)
+    global_batch = config.schedule.batch_size if batch_size is None else int(batch_size)
+    if global_batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {global_batch}")
+    num_pipelines, pipeline_id = 1, 0
+    per_replica_batch = global_batch
+    if input_context is not None:
+        num_pipelines = input_context.num_input_pipelines
+        pipeline_id = input_context.input_pipeline_id
+        per_replica_batch = input_context.get_per_replica_batch_size(global_batch)
+    base_seed = _resolve_seed(seed, data, training)
+    # One pass (training=False) is always in a fixed order.
+    deterministic = data.deterministic if training else True
+    parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+    by_file = len(files) >= num_pipelines
+    if input_context is not None:
+        shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded below, by hand
+    else:
+        shard_policy = auto_shard_policy(len(files), _num_workers_from_tf_config())
+
+    # 1. List files (sorted, so every pipeline starts from the same order).
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    # 2. Shard by file: each input pipeline reads its own shards.
+    if num_pipelines > 1 and by_file:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    local_files = -(-len(files) // num_pipelines) if by_file else len(files)
+    # 3. Shuffle files (not when sharding by record: every pipeline must read the same stream).
+    if training and (by_file or num_pipelines == 1):
+        ds = ds.shuffle(len(files), seed=base_seed + pipeline_id, reshuffle_each_iteration=True)
+    # 4. Repeat the file list forever (epoch boundaries blur, which is what we want).
+    if training:
+        ds = ds.repeat()
+    # 5. Interleave records of several shards, read in parallel.
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(local_files, _CYCLE_LENGTH),
+                       block_length=1, num_parallel_calls=parallel,
+                       deterministic=deterministic or (num_pipelines > 1 and not by_file))
+    # 6. Shard by record when there are fewer shards than input pipelines.
+    if num_pipelines > 1 and not by_file:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    # 7. Shuffle records (serialized, so the buffer is cheap).
+    if training:
+        ds = ds.shuffle(data.shuffle_buffer, seed=base_seed + 7919 * (pipeline_id + 1),
+                        reshuffle_each_iteration=True)
+    # 8. Number the records: record i of pipeline p gets the seed (base, i * P + p).
+    ds = ds.enumerate()
+
+    def decode(index, serialized):
+        return index, decode_example(serialized)
+
+    def augment(index, example):
+        seed_ = tf.stack([tf.constant(base_seed, tf.int64), index * num_pipelines + pipeline_id])
+        s_crop, s_holes = tf.unstack(tf.random.experimental.stateless_split(seed_, 2))
+        example = random_resize_crop(example, data, s_crop)
+        return _element(add_holes(example, config.masks, data.mean_pixel, s_holes))
+
+    # 9. Parse + decode; with skip_corrupt, drop records that fail to read, parse or decode.
+    ds = ds.map(decode, num_parallel_calls=parallel, deterministic=deterministic)
+    if data.skip_corrupt:
+        ds = ds.ignore_errors(log_warning=True)
+    # 10. Augment + holes.
+    ds = ds.map(augment, num_parallel_calls=parallel, deterministic=deterministic)
+    # 11. Batch (static batch dimension) and prefetch.
+    ds = ds.batch(per_replica_batch, drop_remainder=True, num_parallel_calls=parallel,
+                  deterministic=deterministic)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_dataset_options(deterministic=deterministic,
+                                            shard_policy=shard_policy))
+
+
+def make_eval_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
+                      mask_kind: str = "rect", seed: int = 0,
+                      batch_size: int = 1) -> tf.data.Dataset:
+    """The evaluation input: centre crops with holes fixed by (image key, seed).
+
+    One pass over the files in sorted order, no shuffle, the last batch may be smaller. The
+    holes of an image depend only on its `image/key` and `seed`, never on its position in the
+    stream, so two models (or two runs) are scored on identical holes.
+
+    Args:
+      file_pattern: glob pattern(s) of TFRecord shards.
+      config: uses `config.data` (image_size, mean_pixel, skip_corrupt) and `config.masks`.
+      mask_kind: "rect" (the paper's) or "freeform".
+      seed: changes every hole.
+      batch_size: examples per batch.
+    """
+    if mask_kind not in ("rect", "freeform"):
+        raise ValueError(f"mask_kind must be 'rect' or 'freeform', got {mask_kind!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    data = config.data
+    files = list_files(file_pattern)
+
+    def prepare(example):
+        key_hash = tf.strings.to_hash_bucket_fast(example["key"], _HASH_BUCKETS)
+        seed_ = tf.stack([tf.constant(seed, tf.int64), key_hash])
+        example = center_crop(example, data.image_size)
+        return _element(add_holes(example, config.masks, data.mean_pixel, seed_, mask_kind))
+
+    ds = tf.data.TFRecordDataset(files)  # sequential: a fixed order
+    ds = ds.map(decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if data.skip_corrupt:
+        ds = ds.ignore_errors(log_warning=True)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_dataset_options(
+        deterministic=True, shard_policy=auto_shard_policy(len(files),
+                                                           _num_workers_from_tf_config())))
+
+
+# --- corrupt records -----------------------------------------------------------------------------
+
+
+class CorruptDataError(RuntimeError):
+    """A shard holds records that cannot be read, parsed or decoded."""
+
+
+def _scan_shard(shard: str) -> str | None:
+    """None when every record of `shard` reads, parses and decodes; else what is wrong."""
+    size = tf.io.gfile.stat(shard).length
+
+    # Fast pass: the whole shard through tf.data in parallel; most shards stop here.
+    def record_bytes(serialized):
+        image = decode_example(serialized)["image"]  # raises on a bad record
+        # The pixel count is returned so that the decode is not pruned as unused.
+        return (tf.cast(tf.strings.length(serialized), tf.int64) + _RECORD_OVERHEAD,
+                tf.size(image, out_type=tf.int64))
+
+    try:
+        framed, _ = (tf.data.TFRecordDataset(shard)
+                     .map(record_bytes, num_parallel_calls=tf.data.AUTOTUNE)
+                     .reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+                             lambda total, x: (total[0] + x[0], total[1] + x[1])))
+        if int(framed) == size:
+            return None
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+        pass
+
+    # Slow pass, record by record, to count and locate the problems.
+    bad, first, framed, index = 0, None, 0, 0
+    iterator = iter(tf.data.TFRecordDataset(shard))
+    while True:
+        try:
+            serialized = next(iterator)
+        except StopIteration:
+            break
+        except tf.errors.DataLossError as e:
+            bad += 1
+            first = first or f"record {index} is truncated or its framing is corrupt " \
+                             f"({_first_line(e)})"
+            framed = size  # the rest of the file cannot be read
+            break
+        try:
+            decode_example(serialized)
+        except tf.errors.InvalidArgumentError as e:
+            bad += 1
+            first = first or f"record {index} does not parse or decode ({_first_line(e)})"
+        framed += int(tf.strings.length(serialized)) + _RECORD_OVERHEAD
+        index += 1
+    if framed != size:
+        bad += 1
+        first = first or (f"{size - framed} trailing bytes after record {index - 1}: the file "
+                          f"is truncated inside a record header")
+    if bad == 0:
+        return None
+    return f"{bad} bad record(s), {index} complete record(s) read; first: {first}"
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    return message.strip().splitlines()[0][:300] if message.strip() else type(error).__name__
+
+
+def find_corrupt_shards(file_pattern: str | Sequence[str]) -> list[tuple[str, str]]:
+    """Scans shards one by one: (shard, problem) for each with unreadable records.
+
+    A problem is a record truncated mid-way, bytes that are not a tf.train.Example, an image
+    that does not decode, or trailing bytes of a cut-off record header (which tf.data silently
+    ignores). Clean shards cost one parallel decode pass; corrupt ones a second, slower pass
+    that counts and locates the bad records.
+    """
+    found = []
+    for shard in list_files(file_pattern):
+        problem = _scan_shard(shard)
+        if problem is not None:
+            found.append((shard, problem))
+    return found
+
+
+def explain_data_error(error: Exception, file_pattern: str | Sequence[str]) -> CorruptDataError:
+    """A `CorruptDataError` naming the corrupt shard(s) behind a tf.data read/decode error.
+
+    Use where a training loop catches `tf.errors.InvalidArgumentError` or
+    `tf.errors.DataLossError` from the input pipeline: `raise explain_data_error(e, pattern)
+    from e`. It scans every shard matching `file_pattern`, so it takes about one pass over the
+    data.
+    """
+    shown = file_pattern if isinstance(file_pattern, str) else ", ".join(file_pattern)
+    corrupt = find_corrupt_shards(file_pattern)
+    if not corrupt:
+        return CorruptDataError(
+            f"reading {shown} failed ({_first_line(error)}) but no shard holds an unreadable "
+            f"record; the error comes from elsewhere in the input pipeline")
+    listing = "; ".join(f"{shard}: {problem}" for shard, problem in corrupt)
+    return CorruptDataError(
+        f"corrupt TFRecord shard(s) in {shown}: {listing}. Re-create these shards, remove them, "
+        f"or set data.skip_corrupt=true to skip bad records (tf.data error: "
+        f"{_first_line(error)})")
+
+
+def checked_iterator(dataset: tf.data.Dataset,
+                     file_pattern: str | Sequence[str]) -> Iterator[dict]:
+    """Iterates `dataset`, turning a corrupt-record error into a `CorruptDataError` naming the
+    shard(s)."""
+    iterator = iter(dataset)
+    while True:
+        try:
+            element = next(iterator)
+        except StopIteration:
+            return
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            raise explain_data_error(e, file_pattern) from e
+        yield element
