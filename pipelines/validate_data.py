@@ -1,0 +1,87 @@
+"""Validate TFRecord shards with TensorFlow Data Validation (statistics, schema, anomalies, drift).
+
+First run (no --schema): infers schema.pbtxt from the data and tightens it to the glcic_tf
+contract (six features, one value each, 3 channels, sides >= --min-side, format jpeg/png, every
+image/encoded a decodable image). Later runs validate new data against that schema. With
+--compare, the second dataset is validated too and train-vs-val drift is reported separately.
+Details: `glcic_tf/validation.py`.
+
+Usage:
+  # infer + validate the train split, compare with val
+  python pipelines/validate_data.py --data '/data/tfr/places2-train-*.tfrecord' \\
+      --compare '/data/tfr/places2-val-*.tfrecord' --out /data/tfr/validation
+
+  # validate a new batch against the saved schema
+  python pipelines/validate_data.py --data '/data/tfr/new-train-*.tfrecord' \\
+      --schema /data/tfr/validation/schema.pbtxt --out /tmp/new_validation
+
+Writes into --out: stats.tfrecord, schema.pbtxt (when inferred), anomalies.pbtxt, stats.html
+(open in a browser), stats_facets.html, and with --compare compare_stats.tfrecord and
+drift_anomalies.pbtxt. Unknown flags are Beam pipeline options (e.g. --runner DataflowRunner).
+
+Exit status: 0 when no anomalies were found, 1 when there are anomalies (printed), 2 for bad
+arguments or missing files. Drift alone exits 0 unless --fail-on-drift is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Parses the script's flags; unknown flags are returned as Beam pipeline options."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, metavar="GLOB",
+                        help="glob of the TFRecord shards to validate")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output directory for statistics, schema, anomalies and reports")
+    parser.add_argument("--schema", default=None, metavar="SCHEMA_PBTXT",
+                        help="validate against this schema instead of inferring one")
+    parser.add_argument("--min-side", type=int, default=128,
+                        help="smallest allowed image side in an inferred schema; default 128")
+    parser.add_argument("--compare", default=None, metavar="GLOB",
+                        help="second dataset (e.g. the val split): validated against the same "
+                             "schema and checked for drift against --data")
+    parser.add_argument("--fail-on-drift", action="store_true",
+                        help="exit 1 on drift between --data and --compare too")
+    args, beam_args = parser.parse_known_args(argv)
+    if args.min_side < 1:
+        parser.error(f"--min-side must be >= 1, got {args.min_side}")
+    return args, beam_args
+
+
+def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
+    args, beam_args = parsed
+    from glcic_tf import validation
+
+    try:
+        result = validation.validate(args.data, args.out, schema_path=args.schema,
+                                     min_side=args.min_side, compare_pattern=args.compare,
+                                     pipeline_args=beam_args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"schema: {result.schema_path}" + (" (inferred)" if result.schema_inferred else ""))
+    print(f"statistics: {result.stats_path}\nreport: {result.html_path}")
+    if result.anomalies:
+        print(f"{len(result.anomalies)} anomalies (details in {result.anomalies_path}):")
+        for line in result.anomalies:
+            print(f"  {line}")
+    else:
+        print("no anomalies")
+    if args.compare is not None:
+        if result.drift:
+            print(f"{len(result.drift)} drift findings between --data and --compare:")
+            for line in result.drift:
+                print(f"  {line}")
+        else:
+            print("no drift between --data and --compare")
+    if not result.ok or (args.fail_on_drift and result.drift):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,366 @@
+"""Tests for glcic_tf.tfrecords and pipelines/make_tfrecords.py (Beam, DirectRunner).
+
+Pipeline runs are expensive (seconds), so one module-scoped fixture runs the library twice on
+the same inputs (round trip, split, mean, determinism) and one test runs the real CLI on a
+folder of awkward files.
+"""
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from glcic_tf import data as gdata
+from glcic_tf import tfrecords
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _rgb(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _png_bytes(array, mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tiff_bytes(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def _jpeg_bytes(image, **kwargs):
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def _png_chunk(kind, payload):
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+
+def bomb_png(width=100_000, height=100_000):
+    """A valid PNG header declaring width x height RGB pixels, with a tiny IDAT."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _png_chunk(b"IEND", b""))
+
+
+def _corrupt_png():
+    data = bytearray(_png_bytes(_rgb(200, 200, 0)))
+    data[5000:5100] = b"\x00" * 100
+    return bytes(data)
+
+
+def read_examples(pattern):
+    """{key: dict of parsed features + decoded pixels} for all shards matching `pattern`."""
+    spec = {
+        gdata.FEATURE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        gdata.FEATURE_FORMAT: tf.io.FixedLenFeature([], tf.string),
+        gdata.FEATURE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+        gdata.FEATURE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
+        gdata.FEATURE_CHANNELS: tf.io.FixedLenFeature([], tf.int64),
+        gdata.FEATURE_KEY: tf.io.FixedLenFeature([], tf.string),
+    }
+    out = {}
+    files = tf.io.gfile.glob(pattern)
+    for record in tf.data.TFRecordDataset(files):
+        ex = tf.io.parse_single_example(record, spec)
+        key = ex[gdata.FEATURE_KEY].numpy().decode()
+        out[key] = {
+            "format": ex[gdata.FEATURE_FORMAT].numpy().decode(),
+            "height": int(ex[gdata.FEATURE_HEIGHT]),
+            "width": int(ex[gdata.FEATURE_WIDTH]),
+            "channels": int(ex[gdata.FEATURE_CHANNELS]),
+            "encoded": ex[gdata.FEATURE_ENCODED].numpy(),
+            # TensorFlow's decoder, as training uses it.
+            "pixels": tf.io.decode_image(ex[gdata.FEATURE_ENCODED], channels=3).numpy(),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# normalize_image_bytes (no Beam)
+
+
+def test_rgb_png_and_jpeg_keep_original_bytes():
+    png = _png_bytes(_rgb(130, 140, 0))
+    r = tfrecords.normalize_image_bytes(png, "a.png", 128)
+    assert isinstance(r, tfrecords.NormalizedImage)
+    assert (r.encoded, r.format, r.reencoded, r.height, r.width) == (png, "png", False, 130, 140)
+    jpg = _jpeg_bytes(Image.fromarray(_rgb(130, 140, 1)), quality=90)
+    r = tfrecords.normalize_image_bytes(jpg, "a.jpg", 128)
+    assert (r.encoded, r.format, r.reencoded) == (jpg, "jpeg", False)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "PA-like", "I;16", "CMYK", "1"])
+def test_modes_become_8bit_rgb(mode):
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (130, 129), dtype=np.uint8)
+    if mode == "I;16":
+        values = rng.integers(0, 65536, (130, 129)).astype(np.uint16)
+        data = _png_bytes(values)  # Pillow writes a 16-bit grayscale PNG
+        expected = np.repeat(np.rint(values * (255 / 65535)).astype(np.uint8)[..., None], 3, -1)
+    elif mode == "L":
+        data, expected = _png_bytes(gray, "L"), np.repeat(gray[..., None], 3, -1)
+    elif mode == "LA":
+        alpha = np.where(np.arange(129) < 64, 0, 255).astype(np.uint8)[None].repeat(130, 0)
+        data = _png_bytes(np.stack([gray, alpha], -1), "LA")
+        expected = np.repeat(np.where(alpha == 0, 255, gray)[..., None], 3, -1)
+    elif mode == "RGBA":
+        rgb = _rgb(130, 129, 4)
+        alpha = rng.integers(0, 256, (130, 129), dtype=np.uint8)
+        data = _png_bytes(np.dstack([rgb, alpha]), "RGBA")
+        a = alpha[..., None].astype(np.float64) / 255
+        expected = rgb * a + 255 * (1 - a)  # over white; Pillow rounds its own way
+    elif mode in ("P", "PA-like"):
+        im = Image.fromarray(_rgb(130, 129, 5)).quantize(16)
+        if mode == "PA-like":
+            im.info["transparency"] = 0
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", **({"transparency": 0} if mode == "PA-like" else {}))
+        data = buf.getvalue()
+        expected = np.asarray(im.convert("RGB"))
+        if mode == "PA-like":
+            expected = np.where((np.asarray(im) == 0)[..., None], 255, expected)
+    elif mode == "CMYK":
+        cmyk = Image.fromarray(_rgb(130, 129, 6)).convert("CMYK")
+        data = _jpeg_bytes(cmyk, quality=95)
+        expected = None
+    else:  # "1"
+        bits = gray > 127
+        data = _png_bytes(bits)
+        expected = np.repeat(np.where(bits, 255, 0).astype(np.uint8)[..., None], 3, -1)
+    r = tfrecords.normalize_image_bytes(data, f"x_{mode}", 128)
+    assert isinstance(r, tfrecords.NormalizedImage), r
+    assert r.pixels.dtype == np.uint8 and r.pixels.shape == (130, 129, 3)
+    assert r.reencoded
+    assert r.format == ("jpeg" if mode == "CMYK" else "png")
+    decoded = tf.io.decode_image(r.encoded, channels=3).numpy()
+    if mode != "CMYK":
+        np.testing.assert_array_equal(decoded, r.pixels)  # lossless re-encode
+    if expected is not None:
+        np.testing.assert_allclose(r.pixels, expected, atol=1)
+
+
+def test_exif_rotation_is_applied():
+    im = np.zeros((150, 200, 3), np.uint8)
+    im[:, :100] = (255, 0, 0)  # left half red
+    im[:, 100:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    data = _jpeg_bytes(Image.fromarray(im), quality=95, exif=exif.tobytes())
+    r = tfrecords.normalize_image_bytes(data, "rot.jpg", 128)
+    assert (r.height, r.width, r.format, r.reencoded) == (200, 150, "jpeg", True)
+    assert r.pixels[20, 75, 0] > 200 and r.pixels[20, 75, 2] < 60  # red on top
+    assert r.pixels[180, 75, 2] > 200 and r.pixels[180, 75, 0] < 60  # blue at the bottom
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"),
+    (b"hello, I am text", "not_an_image"),
+    (bomb_png(), "decompression_bomb"),
+    (bomb_png(40_000, 200), "decompression_bomb"),  # a side above MAX_SIDE
+    (_png_bytes(_rgb(1, 1, 0)), "too_small"),
+    (_png_bytes(_rgb(127, 300, 0)), "too_small"),
+    (_jpeg_bytes(Image.fromarray(_rgb(200, 200, 0)))[:3000], "truncated"),
+    (_jpeg_bytes(Image.fromarray(_rgb(200, 200, 0)))[:300], "truncated"),  # inside the header
+    (_png_bytes(_rgb(200, 200, 0))[:-12], "truncated"),  # no IEND: TensorFlow refuses it
+    (_corrupt_png(), "corrupt"),  # bad IDAT CRC: Pillow decodes it, TensorFlow refuses it
+    (_tiff_bytes(np.zeros((200, 200), np.float32)), "unsupported_mode"),  # float mode "F"
+])
+def test_rejects(data, reason):
+    r = tfrecords.normalize_image_bytes(data, "bad", 128)
+    assert isinstance(r, tfrecords.Reject) and r.reason == reason, r
+    assert r.reason in tfrecords.REJECT_REASONS
+
+
+def test_split_and_key_are_pure_functions_of_the_path():
+    assert tfrecords.image_key("/a/b.jpg") == tfrecords.image_key("/a/b.jpg")
+    assert len(tfrecords.image_key("/a/b.jpg")) == 16
+    assert tfrecords.image_key("/data/x/b.jpg", "/data/x") == tfrecords.image_key("b.jpg")
+    keys = [tfrecords.image_key(f"/d/{i}.png") for i in range(2000)]
+    val = [k for k in keys if tfrecords.split_of(k, 0.25) == "val"]
+    assert 400 < len(val) < 600
+    assert all(tfrecords.split_of(k, 0.0) == "train" for k in keys)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="val_fraction must be in"):
+        tfrecords.run(["/nonexistent/*"], "/tmp/x", val_fraction=1.5)
+    with pytest.raises(FileNotFoundError, match="matches no files"):
+        tfrecords.run(["/nonexistent/dir/*.jpg"], "/tmp/x")
+    with pytest.raises(TypeError, match="list of globs"):
+        tfrecords.run("/nonexistent/*.jpg", "/tmp/x")
+
+
+# ------------------------------------------------------------------------------------------------
+# One shared pipeline run (twice, for determinism)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tfr")
+    src = root / "images"
+    src.mkdir()
+    arrays = {}
+    for i in range(12):
+        a = _rgb(128 + 3 * i, 160 - 2 * i, 100 + i)
+        path = str(src / f"img_{i:02d}.png")
+        Image.fromarray(a).save(path)
+        arrays[path] = a
+    for i in range(2):  # JPEG sources: kept as is, compared with tolerance only
+        Image.fromarray(_rgb(140, 150, 200 + i)).save(str(src / f"photo_{i}.jpg"), quality=92)
+    infos = [tfrecords.run([str(src / "*.png"), str(src / "*.jpg"), str(src / "img_0*.png")],
+                           str(root / f"out{r}" / "ds"), shards=3, val_fraction=0.3)
+             for r in range(2)]
+    return {"root": root, "src": src, "arrays": arrays, "infos": infos}
+
+
+def test_round_trip_pixels_and_features(dataset):
+    out = dataset["root"] / "out0"
+    examples = {**read_examples(str(out / "ds-train-*.tfrecord")),
+                **read_examples(str(out / "ds-val-*.tfrecord"))}
+    assert len(examples) == 14  # img_0*.png matched twice: written once
+    for path, array in dataset["arrays"].items():
+        ex = examples[tfrecords.image_key(path)]
+        assert (ex["format"], ex["channels"]) == ("png", 3)
+        assert (ex["height"], ex["width"]) == array.shape[:2]
+        np.testing.assert_array_equal(ex["pixels"], array)
+        with open(path, "rb") as f:
+            assert ex["encoded"] == f.read()  # 8-bit RGB PNG: original bytes kept
+    for i in range(2):
+        path = str(dataset["src"] / f"photo_{i}.jpg")
+        ex = examples[tfrecords.image_key(path)]
+        assert (ex["format"], ex["height"], ex["width"]) == ("jpeg", 140, 150)
+
+
+def test_shards_rejects_and_info_files(dataset):
+    out = dataset["root"] / "out0"
+    info = gdata.read_dataset_info(str(out))
+    assert info["num_shards"]["train"] + info["num_shards"]["val"] == 3
+    for split in ("train", "val"):
+        pattern = info["shard_patterns"][split]
+        files = sorted(p.name for p in out.glob(pattern))
+        assert files == info["shard_files"][split]
+        assert files and all(f.startswith(f"ds-{split}-") for f in files)
+    assert info["counts"]["train"] + info["counts"]["val"] == 14
+    assert info["num_rejects"] == 0 and info["rejects_by_reason"] == {}
+    assert (out / "ds-rejects.jsonl").read_text() == ""
+    assert info["min_side"] == 128
+    heights = [a.shape[0] for a in dataset["arrays"].values()] + [140, 140]
+    sizes = info["size_stats"]
+    assert min(sizes["train"]["height"]["min"], sizes["val"]["height"]["min"]) == min(heights)
+    assert max(sizes["train"]["height"]["max"], sizes["val"]["height"]["max"]) == max(heights)
+
+
+def test_split_follows_hash_and_is_deterministic(dataset):
+    keys = []
+    for r in range(2):
+        out = dataset["root"] / f"out{r}"
+        keys.append({s: set(read_examples(str(out / f"ds-{s}-*.tfrecord"))) for s in
+                     ("train", "val")})
+    assert keys[0] == keys[1]
+    assert keys[0]["val"] and keys[0]["train"]
+    for split, ks in keys[0].items():
+        assert all(tfrecords.split_of(k, 0.3) == split for k in ks)
+    assert dataset["infos"][0]["counts"] == dataset["infos"][1]["counts"]
+
+
+def test_mean_pixel_matches_numpy(dataset):
+    out = dataset["root"] / "out0"
+    train_keys = set(read_examples(str(out / "ds-train-*.tfrecord")))
+    sources = [str(p) for p in sorted(dataset["src"].iterdir())]
+    train = [np.asarray(Image.open(p).convert("RGB")) for p in sources
+             if tfrecords.image_key(p) in train_keys]
+    assert len(train) == len(train_keys)
+    pixels = np.concatenate([a.reshape(-1, 3) for a in train]).astype(np.float64)
+    info = gdata.read_dataset_info(str(out))
+    np.testing.assert_allclose(info["mean_pixel"], pixels.mean(axis=0) / 255.0, rtol=1e-12)
+    assert info["mean_pixel"] == info["split_mean_pixel"]["train"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The real CLI on a folder of awkward files
+
+
+def test_cli_bad_files_folder(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(7)
+    good = {}  # name -> (height, width, format)
+
+    full = _jpeg_bytes(Image.fromarray(_rgb(200, 200, 1)), quality=90)
+    (src / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (src / "text.jpg").write_text("this is not an image\n")
+    (src / "empty.png").write_bytes(b"")
+    (src / "tiny.png").write_bytes(_png_bytes(_rgb(1, 1, 0)))
+    (src / "bomb.png").write_bytes(bomb_png())
+    bad = {"truncated.jpg": "truncated", "text.jpg": "not_an_image", "empty.png": "empty",
+           "tiny.png": "too_small", "bomb.png": "decompression_bomb"}
+
+    sixteen = rng.integers(0, 65536, (130, 140)).astype(np.uint16)
+    (src / "gray16.png").write_bytes(_png_bytes(sixteen))
+    good["gray16.png"] = (130, 140, "png")
+    (src / "gray.png").write_bytes(_png_bytes(rng.integers(0, 256, (131, 140), np.uint8), "L"))
+    good["gray.png"] = (131, 140, "png")
+    rgba = np.dstack([_rgb(132, 140, 2), rng.integers(0, 256, (132, 140), np.uint8)])
+    (src / "rgba.png").write_bytes(_png_bytes(rgba, "RGBA"))
+    good["rgba.png"] = (132, 140, "png")
+    cmyk = Image.fromarray(_rgb(133, 140, 3)).convert("CMYK")
+    (src / "cmyk.jpg").write_bytes(_jpeg_bytes(cmyk))
+    good["cmyk.jpg"] = (133, 140, "jpeg")
+    Image.fromarray(_rgb(134, 140, 4)).quantize(32).save(src / "palette.png")
+    good["palette.png"] = (134, 140, "png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (src / "rotated.jpg").write_bytes(
+        _jpeg_bytes(Image.fromarray(_rgb(135, 200, 5)), exif=exif.tobytes()))
+    good["rotated.jpg"] = (200, 135, "jpeg")  # rotated: height and width swap
+    (src / "plain.jpg").write_bytes(_jpeg_bytes(Image.fromarray(_rgb(136, 140, 6))))
+    good["plain.jpg"] = (136, 140, "jpeg")
+
+    out = tmp_path / "out" / "mixed"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "pipelines", "make_tfrecords.py"),
+         "--input", str(src / "*.png"), str(src / "*.jpg"), "--output", str(out),
+         "--val-fraction", "0.2", "--shards", "2", "--direct_num_workers", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rejects = [json.loads(line) for line in
+               (tmp_path / "out" / "mixed-rejects.jsonl").read_text().splitlines()]
+    assert {os.path.basename(r["path"]): r["reason"] for r in rejects} == bad
+    info = gdata.read_dataset_info(str(tmp_path / "out"))
+    expected_counts = {}
+    for reason in bad.values():
+        expected_counts[reason] = expected_counts.get(reason, 0) + 1
+    assert info["rejects_by_reason"] == expected_counts
+    assert info["counts"]["train"] + info["counts"]["val"] == len(good)
+
+    examples = {**read_examples(str(tmp_path / "out" / "mixed-train-*.tfrecord")),
+                **read_examples(str(tmp_path / "out" / "mixed-val-*.tfrecord"))}
+    assert len(examples) == len(good)
+    for name, (h, w, fmt) in good.items():
+        ex = examples[tfrecords.image_key(str(src / name))]
+        assert (ex["height"], ex["width"], ex["format"], ex["channels"]) == (h, w, fmt, 3), name
+        assert ex["pixels"].shape == (h, w, 3)
+    gray16 = examples[tfrecords.image_key(str(src / "gray16.png"))]["pixels"]
+    np.testing.assert_array_equal(gray16[..., 0], np.rint(sixteen * (255 / 65535)))
+    assert json.loads(proc.stdout)["num_rejects"] == len(bad)

@@ -1,0 +1,150 @@
+"""Tests for glcic_tf.validation and pipelines/validate_data.py (TFDV: stats, schema, anomalies).
+
+Shards are written directly with `tfrecords.to_example_bytes` (no Beam conversion run); one
+schema is inferred through the real CLI and reused by the other tests. The CLI runs in-process
+(`main(parse_args(argv))`, exit status = return value) to avoid paying the TF/TFDV import again.
+"""
+
+import importlib.util
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from glcic_tf import data as gdata
+from glcic_tf import tfrecords, validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(argv, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "validate_data", os.path.join(REPO, "pipelines", "validate_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    code = module.main(module.parse_args(argv))
+    return code, capsys.readouterr().out
+
+
+def _image(seed, h, w, fmt):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)).save(
+        buf, format=fmt)
+    return tfrecords.normalize_image_bytes(buf.getvalue(), f"img_{seed}.{fmt}", 128)
+
+
+def _write(path, examples):
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for ex in examples:
+            w.write(ex.SerializeToString())
+
+
+def _examples(n, seed=0):
+    out = []
+    for i in range(n):
+        img = _image(seed + i, 128 + 4 * i, 160 - 3 * i, "PNG" if i % 3 else "JPEG")
+        out.append(tf.train.Example.FromString(tfrecords.to_example_bytes(img)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """Good train/val shards (a schema is inferred from them by the first test)."""
+    root = tmp_path_factory.mktemp("tfdv")
+    _write(root / "good-train-00000-of-00001.tfrecord", _examples(8))
+    _write(root / "good-val-00000-of-00001.tfrecord", _examples(3, seed=50))
+    return {"root": root, "out": root / "report"}
+
+
+@pytest.fixture(scope="module")
+def schema_path(good):
+    path = good["out"] / "schema.pbtxt"
+    if not path.is_file():
+        validation.validate(str(good["root"] / "good-train-*.tfrecord"), str(good["out"]))
+    return str(path)
+
+
+def test_cli_passes_on_good_shards(good, capsys):
+    root, out = good["root"], good["out"]
+    code, stdout = _cli(["--data", str(root / "good-train-*.tfrecord"),
+                         "--compare", str(root / "good-val-*.tfrecord"), "--out", str(out)],
+                        capsys)
+    assert code == 0, stdout
+    assert "no anomalies" in stdout and "(inferred)" in stdout
+    for name in ("schema.pbtxt", "stats.tfrecord", "compare_stats.tfrecord", "anomalies.pbtxt",
+                 "stats.html", "drift_anomalies.pbtxt"):
+        assert (out / name).is_file(), name
+    page = (out / "stats.html").read_text()
+    assert "image/channels" in page and "<table>" in page and "8 examples" in page
+
+
+def test_inferred_schema_is_tightened(schema_path):
+    import tensorflow_data_validation as tfdv
+
+    schema = tfdv.load_schema_text(schema_path)
+    features = {f.name: f for f in schema.feature}
+    assert set(features) == set(validation.ALL_FEATURES)
+    for f in features.values():
+        assert f.presence.min_fraction == 1.0
+        assert (f.value_count.min, f.value_count.max) == (1, 1)
+    channels = features[gdata.FEATURE_CHANNELS].int_domain
+    assert (channels.min, channels.max) == (3, 3)
+    assert features[gdata.FEATURE_HEIGHT].int_domain.min == 128
+    assert features[gdata.FEATURE_WIDTH].int_domain.min == 128
+    assert list(features[gdata.FEATURE_FORMAT].string_domain.value) == ["jpeg", "png"]
+    assert features[gdata.FEATURE_ENCODED].image_domain.minimum_supported_image_fraction == 1.0
+
+
+def test_cli_flags_wrong_channel_count(good, schema_path, capsys):
+    root = good["root"]
+    examples = _examples(4, seed=100)
+    examples[1].features.feature[gdata.FEATURE_CHANNELS].int64_list.value[:] = [1]
+    _write(root / "channels.tfrecord", examples)
+    code, stdout = _cli(["--data", str(root / "channels.tfrecord"),
+                         "--out", str(root / "channels_report"), "--schema", schema_path], capsys)
+    assert code == 1, stdout
+    assert "image/channels: Out-of-range values" in stdout
+    assert (root / "channels_report" / "anomalies.pbtxt").is_file()
+    assert not (root / "channels_report" / "schema.pbtxt").exists()  # given, not inferred
+
+
+def test_flags_missing_feature_and_broken_images(good, schema_path):
+    root = good["root"]
+    examples = _examples(4, seed=200)
+    del examples[2].features.feature[gdata.FEATURE_KEY]
+    examples[3].features.feature[gdata.FEATURE_ENCODED].bytes_list.value[:] = [b"not an image"]
+    examples[3].features.feature[gdata.FEATURE_FORMAT].bytes_list.value[:] = [b"gif"]
+    _write(root / "broken.tfrecord", examples)
+    result = validation.validate(str(root / "broken.tfrecord"), str(root / "broken_report"),
+                                 schema_path=schema_path)
+    assert not result.ok
+    text = "\n".join(result.anomalies)
+    assert "image/key: Column dropped" in text
+    assert "image/encoded: Low supported image fraction" in text
+    assert "image/format: Unexpected string values" in text and "gif" in text
+
+
+def test_drift_is_reported_separately(good, schema_path, tmp_path):
+    # Train: JPEG and PNG mixed; compare: only big PNGs -> format and size drift, but valid.
+    big = [tf.train.Example.FromString(tfrecords.to_example_bytes(_image(300 + i, 400, 500,
+                                                                         "PNG")))
+           for i in range(3)]
+    _write(tmp_path / "big.tfrecord", big)
+    result = validation.validate(str(good["root"] / "good-train-*.tfrecord"), str(tmp_path / "r"),
+                                 schema_path=schema_path,
+                                 compare_pattern=str(tmp_path / "big.tfrecord"))
+    assert result.ok and result.anomalies == []
+    drift = "\n".join(result.drift)
+    assert "drift: image/height" in drift and "Jensen-Shannon" in drift
+
+
+def test_clear_errors():
+    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
+        validation.validate("/nonexistent/*.tfrecord", "/tmp/glcic_tfdv_unused")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validation.validate("/nonexistent/*.tfrecord", "/tmp/glcic_tfdv_unused",
+                            schema_path="/nonexistent/schema.pbtxt")
