@@ -268,8 +268,10 @@ def normalize_image_bytes(data: bytes, path: str, min_side: int = 128, *,
         keep = mode == "RGB" and not rotated
     else:
         fmt = "png"
+        # iCCP: colour profiles are not applied, and libpng warns on every decode of the many
+        # PNGs with broken ones; re-encoding drops the chunk.
         keep = (source_format == "PNG" and png == (8, 2) and not rotated
-                and not _has_png_chunk(data, b"tRNS"))
+                and not _has_png_chunk(data, b"tRNS") and not _has_png_chunk(data, b"iCCP"))
     pixels = np.asarray(rgb, dtype=np.uint8)
     encoded = data if keep else _encode(rgb, fmt)
     return NormalizedImage(path=path, key=image_key(path, key_root), encoded=encoded, format=fmt,

@@ -1,27 +1,157 @@
-"""Train GLCIC (placeholder until the training issue lands: builds the demo networks and exits).
+"""Train GLCIC: the paper's three phases (completion, discriminator, joint) on TFRecord shards.
 
 Usage:
+  # The demo: sample photos bundled with scikit-image, `demo` preset, a few minutes on a CPU.
   python pipelines/train.py
+
+  # For real: shards from pipelines/make_tfrecords.py (dataset_info.json beside them supplies
+  # the mean pixel value), the `paper` preset, every GPU of this machine.
+  python pipelines/train.py --data 'shards/places-train-*.tfrecord' --out runs/places2
+
+  # Overrides map 1:1 onto config fields; --config loads a JSON config first.
+  python pipelines/train.py --data '...' --batch-size 32 --steps-joint 100000 --precision mixed_float16
+
+  # Several machines: the same command on each, TF_CONFIG set per worker.
+  TF_CONFIG='{"cluster": {...}, "task": {"type": "worker", "index": 0}}' \
+    python pipelines/train.py --data 'gs://bucket/shards/train-*' --strategy multiworker
+
+Re-running the same command resumes from the last checkpoint in --out, in the right phase.
+SIGTERM / SIGINT save a checkpoint and exit (status 128 + signal number).
 """
 
+from __future__ import annotations
+
+import argparse
+import os
 import sys
 
+# Flag -> dotted config key. Every flag defaults to None (= keep the preset's value).
+OVERRIDES = {
+    "image_size": ("data.image_size", int, "training crop side (multiple of 4)"),
+    "resize_min": ("data.resize_min", int, "shorter side resized to >= this"),
+    "resize_max": ("data.resize_max", int, "shorter side resized to <= this"),
+    "local_size": ("masks.local_size", int, "local discriminator patch side"),
+    "hole_min": ("masks.hole_min", int, "smallest hole side"),
+    "hole_max": ("masks.hole_max", int, "largest hole side"),
+    "num_holes": ("masks.num_holes", int, "holes per training image"),
+    "mask_kind": ("masks.kind", str, "rect | freeform | mixed"),
+    "freeform_ratio": ("masks.freeform_ratio", float, "share of free-form masks with mixed"),
+    "width": ("model.width", float, "channel multiplier (1.0 = the paper)"),
+    "batch_size": ("schedule.batch_size", int, "global batch size"),
+    "steps_completion": ("schedule.steps_completion", int, "T_C: completion-only steps"),
+    "steps_discriminator": ("schedule.steps_discriminator", int, "T_D: discriminator-only steps"),
+    "steps_joint": ("schedule.steps_joint", int, "T_train: joint steps"),
+    "alpha": ("loss.alpha", float, "weight of the GAN loss"),
+    "lr_completion": ("optimizer.learning_rate_completion", float, "Adadelta rate for C"),
+    "lr_discriminator": ("optimizer.learning_rate_discriminator", float, "Adadelta rate for D"),
+    "checkpoint_every": ("schedule.checkpoint_every", int, "checkpoint period (steps)"),
+    "keep_checkpoints": ("schedule.keep_checkpoints", int, "checkpoints kept"),
+    "log_every": ("schedule.log_every", int, "TensorBoard scalar period (steps)"),
+    "image_every": ("schedule.image_every", int, "TensorBoard image period (steps)"),
+    "precision": ("precision", str, "float32 | mixed_float16 (GPU) | mixed_bfloat16 (CPU/TPU)"),
+    "seed": ("seed", int, "random seed"),
+    "shuffle_buffer": ("data.shuffle_buffer", int, "examples in the shuffle buffer"),
+}
+BOOL_OVERRIDES = {
+    "jit_compile": ("jit_compile", "XLA-compile the train step"),
+    "random_flip": ("data.random_flip", "random horizontal flips"),
+    "skip_corrupt": ("data.skip_corrupt", "skip (and log) corrupt records instead of failing"),
+    "deterministic": ("data.deterministic", "deterministic input order"),
+}
 
-def main() -> int:
-    import numpy as np
 
-    from glcic_tf import config as cfg, models
+def parse_args(argv=None) -> argparse.Namespace:
+    from glcic_tf.config import preset_names
 
-    c = cfg.get_preset("demo")
-    comp, disc = models.build_models(c.model, c.data.image_size, c.masks.local_size)
-    s = c.data.image_size
-    out = comp({"image": np.zeros((1, s, s, 3), np.float32),
-                "mask": np.zeros((1, s, s, 1), np.float32)})
-    print(f"demo smoke path: built completion network ({comp.count_params():,} params) and "
-          f"context discriminator ({disc.count_params():,} params); output {tuple(out.shape)}. "
-          "Training lands with the training issue.")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="glob of training TFRecord shards (default: the bundled "
+                   "sample photos, built and cached on first use)")
+    p.add_argument("--val-data", help="glob of validation shards (default: the val split "
+                   "named in dataset_info.json)")
+    p.add_argument("--out", help="run directory: checkpoints, TensorBoard logs, config, "
+                   "exports (default runs/demo, or runs/glcic with --data)")
+    p.add_argument("--preset", choices=preset_names(),
+                   help="named config (default: demo without --data, paper with it)")
+    p.add_argument("--config", help="JSON config file (from a run's config.json); flags "
+                   "override it")
+    p.add_argument("--strategy", default="auto",
+                   choices=["auto", "one_device", "mirrored", "multiworker"],
+                   help="auto: MirroredStrategy over all local GPUs when there are two or more")
+    p.add_argument("--validate", action="store_true",
+                   help="run TFDV validation on the data first and refuse to train on anomalies")
+    p.add_argument("--no-export", dest="export", action="store_false",
+                   help="do not export a SavedModel at the end")
+    p.add_argument("--init-from", help="warm start from a run directory (C, and D when "
+                   "present; optimizer state fresh); only when --out has no checkpoint")
+    p.add_argument("--start-phase", type=int, choices=[1, 2, 3],
+                   help="with no checkpoint in --out, start at this phase")
+    p.add_argument("--mean-pixel", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="hole fill value in [0, 1] (default: from dataset_info.json)")
+    for flag, (key, typ, help_) in OVERRIDES.items():
+        p.add_argument("--" + flag.replace("_", "-"), type=typ, help=f"{help_} ({key})")
+    for flag, (key, help_) in BOOL_OVERRIDES.items():
+        p.add_argument("--" + flag.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                       default=None, help=f"{help_} ({key})")
+    args = p.parse_args(argv)
+    if args.config and args.preset:
+        p.error("give --config or --preset, not both")
+    if args.start_phase and not args.init_from:
+        p.error("--start-phase needs --init-from (a fresh network starts in phase 1)")
+    return args
+
+
+def resolve_config(args: argparse.Namespace):
+    from glcic_tf.config import GLCICConfig, get_preset
+
+    if args.config:
+        config = GLCICConfig.load(args.config)
+    else:
+        config = get_preset(args.preset or ("paper" if args.data else "demo"))
+    overrides = {key: getattr(args, flag) for flag, (key, _, _) in OVERRIDES.items()
+                 if getattr(args, flag) is not None}
+    overrides.update({key: getattr(args, flag) for flag, (key, _) in BOOL_OVERRIDES.items()
+                      if getattr(args, flag) is not None})
+    if args.mean_pixel:
+        overrides["data.mean_pixel"] = list(args.mean_pixel)
+    # A new crop size keeps the paper's resize range (1x to 1.5x) unless given explicitly.
+    if args.image_size is not None:
+        overrides.setdefault("data.resize_min", args.image_size)
+        overrides.setdefault("data.resize_max", max(args.image_size * 3 // 2,
+                                                    overrides["data.resize_min"]))
+    return config.override(overrides)
+
+
+def main(args: argparse.Namespace) -> int:
+    from glcic_tf import train_lib, training
+    from glcic_tf.config import ConfigError
+
+    try:
+        config = resolve_config(args)
+    except ConfigError as e:
+        print(f"train.py: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    run_dir = args.out or os.path.join("runs", "glcic" if args.data else config.name)
+    if args.data is None and config.name == "demo":
+        print("glcic_tf: this is the DEMO: the `demo` preset (64x64 crops, width 1/4, "
+              f"{config.schedule.total_steps} steps) on the sample photos bundled with "
+              "scikit-image. It shows the pipeline end to end, not a useful inpainter. To train "
+              "for real: python pipelines/make_tfrecords.py --input 'photos/**/*.jpg' --output "
+              "shards/places, then python pipelines/train.py --data 'shards/places-train-*'",
+              flush=True)
+    options = train_lib.TrainOptions(config=config, run_dir=run_dir, data=args.data,
+                                     val_data=args.val_data, strategy=args.strategy,
+                                     validate=args.validate, export=args.export,
+                                     init_from=args.init_from, start_phase=args.start_phase)
+    try:
+        result = train_lib.train(options)
+    except (training.TrainingError, FileNotFoundError, ValueError) as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 1
+    if result.interrupted_by is not None:
+        return 128 + result.interrupted_by
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(parse_args()))

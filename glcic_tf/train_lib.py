@@ -1,0 +1,133 @@
+"""What `python pipelines/train.py` does, as a library function: data -> training -> export.
+
+`train(options)` resolves the data (the bundled sample photos by default), the mean pixel value
+(from `dataset_info.json` beside the shards), the strategy, optional TFDV validation and warm
+start, then runs `training.run_training` and, on the chief, exports a SavedModel into
+`RUN_DIR/export/glcic/VERSION` and writes `RUN_DIR/preview.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import tensorflow as tf
+
+from glcic_tf import data as data_lib
+from glcic_tf import runs, training
+from glcic_tf.config import GLCICConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    config: GLCICConfig
+    run_dir: str
+    data: str | None = None  # glob of train shards; None = the sample dataset
+    val_data: str | None = None  # glob of val shards (previews, validation)
+    strategy: str = "auto"
+    validate: bool = False
+    export: bool = True
+    init_from: str | None = None
+    start_phase: int | None = None
+
+
+def _dataset_dir(pattern: str) -> str:
+    return os.path.dirname(pattern.split(",")[0])
+
+
+def resolve_data(options: TrainOptions) -> tuple[str, str | None, dict | None]:
+    """Returns (train glob, val glob or None, dataset_info or None)."""
+    if options.data is None:
+        from glcic_tf import sample_data
+
+        directory = sample_data.ensure_sample_dataset()
+        return (sample_data.sample_train_pattern(directory),
+                sample_data.sample_val_pattern(directory), data_lib.read_dataset_info(directory))
+    info_path = os.path.join(_dataset_dir(options.data), data_lib.DATASET_INFO_NAME)
+    info = data_lib.read_dataset_info(info_path) if tf.io.gfile.exists(info_path) else None
+    val = options.val_data
+    if val is None and info is not None:
+        val_pattern = info.get("shard_patterns", {}).get("val")
+        if val_pattern and tf.io.gfile.glob(val_pattern):
+            val = val_pattern
+    return options.data, val, info
+
+
+def _preview_batch(config: GLCICConfig, pattern: str) -> dict | None:
+    try:
+        ds = data_lib.make_eval_dataset(pattern, config, batch_size=4)
+        return next(iter(ds.take(1)))
+    except (StopIteration, FileNotFoundError, tf.errors.OpError):
+        return None
+
+
+def warm_start_fn(source: str, start_phase: int | None):
+    """Loads C (and D when present) from a run dir or C from a SavedModel's variables."""
+
+    def init(trainer: training.GLCICTrainer) -> None:
+        if runs.is_run_dir(source):
+            path = runs.latest_checkpoint(source)
+            if path is None:
+                raise training.TrainingError(f"--init-from {source}: no checkpoint")
+            names = {name for name, _ in tf.train.list_variables(path)}
+            parts = {"completion": trainer.completion}
+            if any(n.startswith("discriminator/") for n in names):
+                parts["discriminator"] = trainer.discriminator
+            tf.train.Checkpoint(**parts).restore(path).expect_partial()
+            print(f"glcic_tf: warm start from {path} ({', '.join(parts)}; optimizer state "
+                  f"fresh)", flush=True)
+        else:
+            raise training.TrainingError(
+                f"--init-from {source}: not a training run directory (needs config.json and "
+                f"checkpoints/)")
+
+    return init
+
+
+def train(options: TrainOptions) -> training.TrainingResult:
+    config = options.config
+    train_pattern, val_pattern, info = resolve_data(options)
+    if info is not None and info.get("mean_pixel") is not None:
+        mean = tuple(float(v) for v in info["mean_pixel"])
+        if mean != tuple(config.data.mean_pixel):
+            config = config.with_mean_pixel(mean)
+            print(f"glcic_tf: mean pixel value from dataset_info.json: "
+                  f"({', '.join(f'{v:.4f}' for v in mean)})", flush=True)
+    files = data_lib.list_files(train_pattern)
+    print(f"glcic_tf: training data {train_pattern} ({len(files)} shard(s))", flush=True)
+
+    if options.validate:
+        from glcic_tf import validation
+
+        out = os.path.join(options.run_dir, "data_validation")
+        result = validation.validate(train_pattern, out, compare_pattern=val_pattern)
+        if not result.ok:
+            raise training.TrainingError(
+                "data validation found anomalies; refusing to train:\n  "
+                + "\n  ".join(result.anomalies) + f"\n(report: {result.html_path})")
+        print(f"glcic_tf: data validation passed (report: {result.html_path})", flush=True)
+
+    strategy = training.make_strategy(options.strategy)
+
+    def dataset_fn(ctx=None):
+        return data_lib.make_dataset(train_pattern, config, training=True, input_context=ctx)
+
+    preview = _preview_batch(config, val_pattern or train_pattern)
+    init_fn = warm_start_fn(options.init_from, options.start_phase) if options.init_from else None
+    t0 = time.perf_counter()
+    try:
+        result = training.run_training(config, options.run_dir, train_dataset_fn=dataset_fn,
+                                       strategy=strategy, preview_batch=preview, init_fn=init_fn,
+                                       start_phase=options.start_phase)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        raise data_lib.explain_data_error(e, train_pattern) from e
+    print(f"glcic_tf: {result.step}/{config.schedule.total_steps} steps in "
+          f"{time.perf_counter() - t0:.1f} s; run directory {options.run_dir}", flush=True)
+    if result.finished and options.export and training.is_chief(strategy):
+        from glcic_tf import export
+
+        version_dir = export.export_from_run(options.run_dir,
+                                             os.path.join(options.run_dir, "export", "glcic"))
+        print(f"glcic_tf: exported SavedModel {version_dir}", flush=True)
+    return result

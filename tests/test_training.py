@@ -1,0 +1,181 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import config as cfg
+from glcic_tf import training
+
+
+def tiny_config(**overrides):
+    base = {
+        "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
+        "masks.local_size": 16, "masks.hole_min": 6, "masks.hole_max": 12,
+        "model.width": 1 / 16, "model.sync_batch_norm": True,
+        "schedule.batch_size": 4, "schedule.steps_completion": 3,
+        "schedule.steps_discriminator": 2, "schedule.steps_joint": 3,
+        "schedule.checkpoint_every": 100, "schedule.log_every": 1, "schedule.image_every": 2,
+    }
+    base.update(overrides)
+    return cfg.get_preset("demo").override(base)
+
+
+def make_batch(config, seed=0, batch_size=None):
+    """A batch with the element contract of glcic_tf.data.make_dataset."""
+    rng = np.random.default_rng(seed)
+    b = batch_size or config.schedule.batch_size
+    s, ls = config.data.image_size, config.masks.local_size
+    # Smooth random colour waves: hole contents are predictable from the context.
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    freq = rng.uniform(1, 4, size=(b, 1, 1, 3, 2)).astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=(b, 1, 1, 3)).astype(np.float32)
+    image = 0.5 + 0.4 * np.sin(2 * np.pi * (freq[..., 0] * yy[None, :, :, None]
+                                            + freq[..., 1] * xx[None, :, :, None]) + phase)
+    image = image.astype(np.float32)
+    mask = np.zeros((b, s, s, 1), np.float32)
+    offsets = np.zeros((b, 2), np.int32)
+    for i in range(b):
+        hh, hw = rng.integers(config.masks.hole_min, config.masks.hole_max + 1, size=2)
+        y, x = rng.integers(0, s - hh + 1), rng.integers(0, s - hw + 1)
+        mask[i, y:y + hh, x:x + hw] = 1
+        offsets[i] = (min(max(y + hh - ls, 0), y, s - ls), min(max(x + hw - ls, 0), x, s - ls))
+    masked = image * (1 - mask) + np.asarray(config.data.mean_pixel, np.float32) * mask
+    return {"image": image, "mask": mask, "masked": masked.astype(np.float32),
+            "local_offset": offsets, "key": np.array([b"k%d" % i for i in range(b)])}
+
+
+def dataset_fn(config, seed=0):
+    batch = make_batch(config, seed)
+    return lambda ctx=None: tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def snapshot(trainer):
+    return ([w.numpy().copy() for w in trainer.completion.weights],
+            [w.numpy().copy() for w in trainer.discriminator.weights])
+
+
+def sgd(learning_rate, config):
+    import keras
+    return keras.optimizers.SGD(0.5)
+
+
+def one_step(config, strategy, init, phase, batch, optimizer_fn=sgd):
+    trainer = training.build_trainer(config, strategy, optimizer_fn=optimizer_fn)
+    trainer.completion.set_weights(init[0])
+    trainer.discriminator.set_weights(init[1])
+    trainer.set_phase(phase)
+    ds = training.training_features(tf.data.Dataset.from_tensors(batch).repeat())
+    trainer.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
+    return snapshot(trainer)
+
+
+# SGD(0.5) updates are linear in the gradient: a replica that averaged its loss over its own
+# batch instead of the global one would be off by 2x, far outside this tolerance. The residual
+# (measured 2e-5 to 3e-5) is float noise amplified by batch norm over few values.
+ATOL = 1e-4  # updates are 0.1-0.3 in size
+
+
+@pytest.fixture(scope="module")
+def replica_setup():
+    config = tiny_config(**{"data.image_size": 64, "data.resize_min": 64, "data.resize_max": 64,
+                            "masks.local_size": 32, "masks.hole_min": 12, "masks.hole_max": 24,
+                            "schedule.batch_size": 8})
+    reference = training.build_trainer(config)
+    return config, snapshot(reference), make_batch(config, seed=1)
+
+
+@pytest.mark.parametrize("phase", [1, 2, 3])
+def test_one_device_and_two_replicas_give_the_same_update(replica_setup, phase):
+    config, init, batch = replica_setup
+    one = one_step(config, tf.distribute.OneDeviceStrategy("/cpu:0"), init, phase, batch)
+    two = one_step(config, training.mirrored_strategy(["/cpu:0", "/cpu:1"]), init, phase, batch)
+    changed = 0
+    for a, b, w0 in zip(one[0] + one[1], two[0] + two[1], init[0] + init[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=ATOL)
+        changed += not np.array_equal(a, w0)
+    assert changed > 0
+    # Phase 1 leaves D untouched; phase 2 leaves C untouched (weights and BN statistics).
+    if phase == 1:
+        for a, w0 in zip(one[1], init[1]):
+            np.testing.assert_array_equal(a, w0)
+    if phase == 2:
+        for a, w0 in zip(one[0], init[0]):
+            np.testing.assert_array_equal(a, w0)
+    if phase == 3:
+        assert any(not np.array_equal(a, w0) for a, w0 in zip(one[0], init[0]))
+        assert any(not np.array_equal(a, w0) for a, w0 in zip(one[1], init[1]))
+
+
+def test_phase1_mse_falls_when_overfitting_one_batch():
+    config = tiny_config(**{"schedule.steps_completion": 40, "model.width": 1 / 8})
+    trainer = training.build_trainer(config)
+    trainer.set_phase(1)
+    batch = make_batch(config, seed=3)
+    ds = training.training_features(tf.data.Dataset.from_tensors(batch).repeat())
+    history = trainer.fit(ds, epochs=16,
+                          steps_per_epoch=5, verbose=0)
+    mse = history.history["c_mse"]
+    assert mse[-1] < 0.5 * mse[0], mse
+
+
+def test_crop_local_matches_slicing():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 20, 24, 3), dtype=np.float32)
+    offsets = np.array([[0, 0], [4, 7], [12, 16]], np.int32)
+    out = training.crop_local(images, offsets, 8).numpy()
+    for i, (y, x) in enumerate(offsets):
+        np.testing.assert_array_equal(out[i], images[i, y:y + 8, x:x + 8])
+
+
+def test_masked_mse_counts_only_hole_pixels():
+    target = np.zeros((1, 4, 4, 3), np.float32)
+    pred = np.ones((1, 4, 4, 3), np.float32)
+    mask = np.zeros((1, 4, 4, 1), np.float32)
+    mask[0, :2, :2] = 1  # 4 of 16 pixels
+    assert training.masked_mse_per_example(pred, target, mask).numpy()[0] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("step, phase", [(0, 1), (2, 1), (3, 2), (4, 2), (5, 3), (7, 3)])
+def test_phase_for_step(step, phase):
+    assert training.phase_for_step(step, tiny_config()) == phase
+
+
+def test_run_training_switches_phases_at_exact_steps(tmp_path):
+    config = tiny_config(**{"schedule.checkpoint_every": 2})
+    result = training.run_training(config, str(tmp_path), train_dataset_fn=dataset_fn(config),
+                                   preview_batch=make_batch(config, 2), verbose=0)
+    assert result.finished and result.step == 8
+    assert [(s["phase"], s["steps"]) for s in result.phase_summaries] == [(1, 3), (2, 2), (3, 3)]
+    ckpts = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints"))
+    steps = sorted(int(p.rsplit("-", 1)[1]) for p in ckpts.all_model_checkpoint_paths)
+    # every 2 steps and at the phase boundaries 3, 5 and 8; keep_checkpoints=3 keeps the last 3
+    assert steps == [5, 6, 8]
+    assert (tmp_path / "preview.png").exists() and (tmp_path / "config.json").exists()
+    assert list((tmp_path / "logs" / "train").iterdir())
+    # running again is a no-op that resumes at the end
+    again = training.run_training(config, str(tmp_path), train_dataset_fn=dataset_fn(config),
+                                  verbose=0)
+    assert again.step == 8 and again.phase_summaries == []
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    config = tiny_config(**{"schedule.checkpoint_every": 1})
+    good = make_batch(config)
+    bad = dict(good, image=np.full_like(good["image"], np.nan))
+    calls = {"n": 0}
+
+    def ds(ctx=None):
+        calls["n"] += 1
+        return tf.data.Dataset.from_tensors(good).repeat(2).concatenate(
+            tf.data.Dataset.from_tensors(bad).repeat())
+
+    with pytest.raises(training.TrainingError, match="non-finite c_mse .* step 3 in phase 1"):
+        training.run_training(config, str(tmp_path), train_dataset_fn=ds, verbose=0)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
+
+
+def test_run_dir_with_a_different_config_is_refused(tmp_path):
+    config = tiny_config()
+    config.save(str(tmp_path / "config.json"))
+    with pytest.raises(training.TrainingError, match="differs in: schedule.batch_size"):
+        training.run_training(config.override({"schedule.batch_size": 8}), str(tmp_path),
+                              train_dataset_fn=dataset_fn(config), verbose=0)
