@@ -1,0 +1,213 @@
+"""Completion latency: Keras model, exported SavedModel, post-processing, fp32 vs bf16.
+
+Full-width (width 1.0, the paper's) completion network with random He-normal weights (so that
+outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
+
+* `keras_*`: `model(x, training=False)` inside a tf.function traced for the input's shape;
+  `keras_bfloat16` is the model rebuilt under the "mixed_bfloat16" policy.
+* `folded_*`: the same with batch norm folded into the convolutions
+  (`completion.FoldedNetwork`), what bf16 exports and `Completer(precision="bfloat16")` run.
+* `saved_model`: the exported `complete` signature (export + `tf.saved_model.load`): float32
+  is the Keras model, bfloat16 the folded network.
+* `completer`: `Completer.complete` on a uint8 image with 2-4 random holes (resizing checks,
+  compositing, quantisation), without and with the paper's post-processing.
+* PSNR of each variant's output against the Keras float32 model's (whole network output in
+  [0, 1]).
+
+Each figure is the median of `runs` timed calls after `warmup` calls, with min and max; the
+variants are timed round-robin so that other processes on a shared machine slow all alike. GFLOP/s
+counts 260 GFLOP per 512x512 image (130 GMAC, Table 1 layers; scaled by pixel count, and by
+width^2 for --quick).
+
+Usage:
+  python -m glcic_tf.benchmarks.completion           # ~3-5 min on a 2-core CPU, prints JSON
+  python -m glcic_tf.benchmarks.completion --quick   # width 1/4, 64/128 px: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+GFLOP_512 = 260.0
+
+
+def he_normal_weights(model, seed: int = 0, output_std: float = 1.5) -> None:
+    """Random weights whose outputs vary like a trained network's, for benchmarks and tests.
+
+    Conv kernels are He-normal (std sqrt(2 / fan_in)), biases zero; then the output layer is
+    rescaled so that its pre-sigmoid values have standard deviation `output_std` on a random
+    64x64 input, so that outputs span [0, 1]. (With batch norm in inference mode, Keras'
+    default Glorot-uniform kernels shrink activations layer by layer and the output is ~0.5
+    everywhere, which makes precision comparisons meaningless.)
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            kernel, bias = layer.get_weights()
+            k0, k1 = kernel.shape[:2]
+            if isinstance(layer, keras.layers.Conv2DTranspose):
+                # (k, k, out, in); stride 2: each output sees a quarter of the kernel taps.
+                fan_in = k0 * k1 * kernel.shape[3] // 4
+            else:
+                fan_in = k0 * k1 * kernel.shape[2]
+            layer.set_weights([rng.normal(0.0, np.sqrt(2.0 / fan_in), kernel.shape)
+                               .astype(np.float32), np.zeros_like(bias)])
+    output = model.get_layer("output_conv")
+    probe = keras.Model(model.inputs, output.output)
+    x = {"image": rng.random((1, 64, 64, 3)).astype(np.float32),
+         "mask": np.zeros((1, 64, 64, 1), np.float32)}
+    std = float(np.std(probe(x, training=False)))
+    kernel, bias = output.get_weights()
+    output.set_weights([kernel * (output_std / max(std, 1e-8)), bias])
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB (inf for identical arrays)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(peak * peak / mse))
+
+
+def _timed_interleaved(fns: dict, runs: int, warmup: int) -> dict:
+    """Times every function `runs` times, round-robin, so that load from other processes on
+    a shared machine hits all variants alike; returns median/min/max seconds per name."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": round(statistics.median(t), 4), "min_s": round(min(t), 4),
+                   "max_s": round(max(t), 4), "runs": runs} for name, t in times.items()}
+
+
+def _gflops(size: int, seconds: float, width: float = 1.0) -> float:
+    # Channel counts scale by `width` on both sides of (almost) every layer: FLOPs by width^2.
+    return round(GFLOP_512 * width * width * (size / 512.0) ** 2 / seconds, 1)
+
+
+def run(quick: bool = False) -> dict:
+    """Runs the benchmark and returns the figures (see the module docstring).
+
+    Args:
+      quick: width 1/4 at 64 and 128 px with fewer runs: a smoke run, not the real figures.
+    """
+    import keras
+    import tensorflow as tf
+
+    from glcic_tf import completion, export, masks, models
+    from glcic_tf.config import get_preset
+
+    width = 0.25 if quick else 1.0
+    sizes = (64, 128) if quick else (256, 512)
+    runs, warmup = (2, 1) if quick else (5, 2)
+    config = get_preset("paper").override({"model.width": width})
+    keras.utils.set_random_seed(0)
+    fp32 = models.completion_network(width, config.model)
+    he_normal_weights(fp32, seed=0)
+    networks = {
+        "keras_float32": fp32,
+        "keras_bfloat16": export._bfloat16_copy(fp32, config),  # mixed_bfloat16 policy
+        "folded_float32": completion.fold_batch_norm(fp32, "float32"),
+        "folded_bfloat16": completion.fold_batch_norm(fp32, "bfloat16"),
+    }
+    rng = np.random.default_rng(0)
+
+    result: dict = {
+        "benchmark": "completion",
+        "quick": quick,
+        "width": width,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "tensorflow": tf.__version__,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+        "gflop_at_512": GFLOP_512,
+        "timing": f"median of {runs} runs after {warmup} warm-up runs, variants interleaved",
+        "sizes": {},
+    }
+    tmp = tempfile.mkdtemp(prefix="glcic-bench-")
+    try:
+        loaded = {}
+        for precision in ("float32", "bfloat16"):
+            path = export.export_saved_model(fp32, config, os.path.join(tmp, "glcic"),
+                                             precision=precision)
+            loaded[precision] = tf.saved_model.load(path)
+        for size in sizes:
+            image = rng.random((1, size, size, 3)).astype(np.float32)
+            hole = np.zeros((1, size, size, 1), np.float32)
+            q = size // 4
+            hole[:, q:size - q, q:size - q] = 1.0
+            inputs = masks.network_inputs(tf.constant(image), tf.constant(hole), config.data)
+            image_u8 = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+            holes = completion.random_holes(size, size, np.random.default_rng(1),
+                                            hole_size=(size // 8, size // 4))
+            fns, outputs = {}, {}
+            for name, model in networks.items():
+                fn = tf.function(lambda x, m=model: m(x, training=False))
+                outputs[name] = fn(inputs).numpy()
+                fns[name] = lambda fn=fn: fn(inputs).numpy()
+            for name, module in loaded.items():
+                signature = module.signatures["complete"]
+                args = {"image": tf.constant(image), "mask": tf.constant(hole)}
+                fns[f"saved_model_complete_{name}"] = (
+                    lambda s=signature, a=args: s(**a)["completed"].numpy())
+            for name in ("float32", "bfloat16"):
+                completer = completion.Completer.from_model(config, fp32, precision=name)
+                for post in (False, True):
+                    key = f"completer_{name}" + ("_postprocess" if post else "")
+                    fns[key] = (lambda c=completer, p=post: c.complete(
+                        image_u8, holes, postprocess=p, maxdim=size))
+            fns["postprocess_only"] = lambda: completion.postprocess(image_u8, holes)
+            entry = _timed_interleaved(fns, runs, warmup)
+            for name in list(networks) + [f"saved_model_complete_{n}" for n in loaded]:
+                entry[name]["gflop_per_s"] = _gflops(size, entry[name]["median_s"], width)
+            for name in list(networks)[1:]:
+                entry[name]["psnr_vs_keras_float32_db"] = round(
+                    psnr(outputs[name], outputs["keras_float32"]), 2)
+            # Post-processing's own time over the completion's: the difference of two noisy
+            # medians on a shared machine can be off by more than the post-processing itself.
+            entry["postprocess_overhead_pct"] = float(round(
+                100.0 * entry["postprocess_only"]["median_s"]
+                / entry["completer_float32"]["median_s"], 1))
+            result["sizes"][str(size)] = entry
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    if not quick:
+        at512 = result["sizes"]["512"]
+        result["targets_512"] = {
+            "fp32_le_1.35_s": bool(at512["keras_float32"]["median_s"] <= 1.35),
+            "fp32_folded_le_1.35_s": bool(at512["folded_float32"]["median_s"] <= 1.35),
+            "bf16_folded_le_0.80_s": bool(at512["folded_bfloat16"]["median_s"] <= 0.80),
+            "bf16_psnr_ge_40_db": bool(
+                at512["folded_bfloat16"]["psnr_vs_keras_float32_db"] >= 40.0),
+            "postprocess_le_10_pct": bool(at512["postprocess_overhead_pct"] <= 10.0),
+        }
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (not figures)")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(quick=args.quick), indent=2,
+                     default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

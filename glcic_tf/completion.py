@@ -1,0 +1,742 @@
+"""Completing images with a trained completion network, as the authors' `inpaint.lua` does.
+
+Any image size and any mask (gray, RGB or RGBA; white = hole) are accepted:
+
+1. The hole at full resolution is `gray(mask) >= 0.2` (the official threshold). RGBA and
+   gray+alpha masks are multiplied by their alpha, so white strokes on a transparent layer work.
+2. The image is scaled so that its long side is at most `maxdim` (default 500) and its sides are
+   rounded to multiples of 4 (`round(size / 4) * 4`, halves up, as the official tool), bilinear
+   with anti-aliasing. The network's hole at that size is every pixel that overlaps the
+   full-resolution hole (resized hole > 0): when the image is downscaled no content from inside
+   a thin hole can leak into the completion. When no resizing is needed (sides already
+   multiples of 4 and <= maxdim) the image and hole go to the network untouched.
+3. The network input is built with `masks.network_inputs` (the config's input convention and
+   mean pixel value), the network's output is composited with the (resized) input, upsampled to
+   the original size and composited again at full resolution: pixels outside the hole are the
+   input's pixels, bit for bit.
+4. Post-processing (on by default, Section 4 of the paper): fast-marching inpainting
+   (`cv2.inpaint`, INPAINT_TELEA, radius 1 as the official code) of the hole, then Poisson
+   blending (`cv2.seamlessClone`, NORMAL_CLONE) of the completion into it, one connected
+   component of the hole at a time with its own centre (the official code clones all holes with
+   one bounding box). Images are padded so that holes touching the border blend too. Only hole
+   pixels change.
+
+Steps 1-3 are TensorFlow ops (`complete_full_resolution`), shared with the SavedModel's
+`serving_default` signature (`glcic_tf.export`), so the CLI and TF Serving give the same pixels.
+
+Usage:
+  completer = Completer.from_path("runs/demo")        # run dir, SavedModel or serving base path
+  out = completer.complete(load_image("in.png"), load_mask("mask.png"))
+  save_image("out.png", out)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+HOLE_THRESHOLD = 0.2
+DEFAULT_MAXDIM = 500
+# ITU-R 601 luma weights (they add up to exactly 1, so white stays 1.0).
+LUMA = (0.299, 0.587, 0.114)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+RANDOM_HOLES = (2, 4)
+RANDOM_HOLE_SIZE = (32, 128)
+INPAINT_RADIUS = 1
+# Pixels of context kept around each hole, and padding added around the crop, for seamlessClone
+# (it zeroes the mask's outermost pixel and needs its ROI strictly inside the image).
+_CLONE_MARGIN = 2
+_CLONE_PAD = 4
+# Resized holes above this count as hole: any overlap with the full-resolution hole.
+_RESIZED_HOLE_EPS = 1e-3
+
+# complete_fn(image [B, h, w, 3] float32 in [0, 1], hole [B, h, w, 1] float32 0/1) -> composite
+CompleteFn = Callable[..., "object"]
+
+
+class CompletionError(ValueError):
+    """An image, mask or model cannot be used; the message names the file and the problem."""
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+def _round4(num: int, den: int) -> int:
+    """round(num / den / 4) * 4 with halves rounded up, at least 4, in exact integer arithmetic."""
+    return max(1, (2 * num + 4 * den) // (8 * den)) * 4
+
+
+def network_size(height: int, width: int, maxdim: int = DEFAULT_MAXDIM) -> tuple[int, int]:
+    """(height, width) the network sees: long side scaled to <= maxdim, sides multiples of 4."""
+    if maxdim < 4:
+        raise CompletionError(f"maxdim must be >= 4, got {maxdim}")
+    longest = max(height, width)
+    if longest > maxdim:
+        return _round4(height * maxdim, longest), _round4(width * maxdim, longest)
+    return _round4(height, 1), _round4(width, 1)
+
+
+def _network_size_tf(height, width, maxdim):
+    """`network_size` in TensorFlow int64 ops (same integer arithmetic)."""
+    import tensorflow as tf
+
+    h = tf.cast(height, tf.int64)
+    w = tf.cast(width, tf.int64)
+    maxdim = tf.cast(maxdim, tf.int64)
+    longest = tf.maximum(h, w)
+    scaled = longest > maxdim
+    num_scale = tf.where(scaled, maxdim, tf.constant(1, tf.int64))
+    den = tf.where(scaled, longest, tf.constant(1, tf.int64))
+
+    def round4(n):
+        return tf.maximum(tf.constant(1, tf.int64), (2 * n * num_scale + 4 * den) // (8 * den)) * 4
+
+    return tf.cast(round4(h), tf.int32), tf.cast(round4(w), tf.int32)
+
+
+# --- TensorFlow ops shared with the SavedModel ----------------------------------------------------
+
+def mask_gray_tf(mask):
+    """A decoded mask [H, W, C] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) in [0, 1] -> [H, W, 1].
+
+    Colour is reduced to luma and multiplied by alpha when there is one. Works for a channel
+    count known only at run time (tf.io.decode_image with channels=0).
+    """
+    import tensorflow as tf
+
+    mask = tf.convert_to_tensor(mask, tf.float32)
+    channels = tf.shape(mask)[-1]
+    has_color = channels >= 3
+    color_idx = tf.where(has_color, tf.constant([0, 1, 2]), tf.constant([0, 0, 0]))
+    rgb = tf.gather(mask, color_idx, axis=-1)
+    gray = tf.reduce_sum(rgb * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
+    has_alpha = tf.equal(channels, 2) | tf.equal(channels, 4)
+    alpha = tf.gather(mask, tf.reshape(channels - 1, [1]), axis=-1)
+    alpha = tf.where(has_alpha, alpha, tf.ones_like(alpha))
+    return gray * alpha
+
+
+def keras_complete_fn(model, data_config) -> CompleteFn:
+    """The network's composite for a batch: network_inputs -> model -> composite.
+
+    Args:
+      model: the completion network (a keras.Model with inputs `image`, `mask`).
+      data_config: `DataConfig` (input convention and mean pixel value).
+
+    Returns:
+      fn(image [B, h, w, 3] in [0, 1], hole [B, h, w, 1] 0/1) -> composite [B, h, w, 3] float32,
+      h and w multiples of 4.
+    """
+    from glcic_tf import masks
+
+    def fn(image, hole):
+        inputs = masks.network_inputs(image, hole, data_config)
+        generated = model(inputs, training=False)
+        return masks.composite(generated, image, inputs["mask"])
+
+    return fn
+
+
+class FoldedNetwork:
+    """Inference-only completion network with batch norm folded into the convolutions.
+
+    In inference mode BN(conv(x)) = conv(x) * s + t with s = gamma / sqrt(var + eps) and
+    t = beta - mean * s, so the convolution's kernel is scaled by s and its bias becomes
+    bias * s + t. That removes 16 element-wise passes over large activations and lets oneDNN
+    fuse convolution + bias + ReLU; in bfloat16 it also avoids casting every activation to
+    float32 and back around Keras' batch norm. Same parameters, same layer order (the Keras
+    model's layers are walked; ZeroPadding2D, dilated, strided and transposed convolutions are
+    supported); results differ from the Keras model by float rounding only (~1e-5 in float32).
+
+    Build it with `fold_batch_norm(model, dtype)`, which checks it against the Keras model.
+    """
+
+    def __init__(self, model, compute_dtype: str = "float32"):
+        import keras
+        import tensorflow as tf
+
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        self.name = model.name
+        self.variables = []
+        self._steps = []  # (kind, attributes, kernel index) in call order
+        layers = [layer for layer in model.layers
+                  if not isinstance(layer, keras.layers.InputLayer)]
+        if not layers or not isinstance(layers[0], keras.layers.Concatenate):
+            raise NotImplementedError("expected the input concatenation first")
+        convs = []  # [kind, kernel, bias, attributes]
+        for layer in layers[1:]:
+            if isinstance(layer, keras.layers.ZeroPadding2D):
+                convs.append(["pad", None, None, {"padding": layer.padding}])
+            elif isinstance(layer, keras.layers.Conv2DTranspose):
+                kernel, bias = (w.numpy() for w in layer.weights)
+                convs.append(["deconv", kernel, bias, {"strides": layer.strides,
+                                                       "padding": layer.padding}])
+            elif isinstance(layer, keras.layers.Conv2D):
+                kernel, bias = (w.numpy() for w in layer.weights)
+                convs.append(["conv", kernel, bias, {"strides": layer.strides,
+                                                     "padding": layer.padding,
+                                                     "dilation": layer.dilation_rate}])
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                if not convs or convs[-1][0] not in ("conv", "deconv"):
+                    raise NotImplementedError(f"{layer.name}: batch norm not after a conv")
+                kind, kernel, bias, attrs = convs[-1]
+                var = layer.moving_variance.numpy()
+                scale = 1.0 / np.sqrt(var + layer.epsilon)
+                if layer.gamma is not None:
+                    scale = scale * layer.gamma.numpy()
+                shift = -layer.moving_mean.numpy() * scale
+                if layer.beta is not None:
+                    shift = shift + layer.beta.numpy()
+                # Output channels: last axis of a Conv2D kernel, axis 2 of a transposed one.
+                kernel = kernel * (scale if kind == "conv" else scale[:, None])
+                convs[-1] = [kind, kernel, bias * scale + shift, attrs]
+            elif isinstance(layer, keras.layers.ReLU):
+                convs.append(["relu", None, None, {}])
+            elif isinstance(layer, keras.layers.Activation) and layer.name == "completion":
+                convs.append(["sigmoid", None, None, {}])
+            else:
+                raise NotImplementedError(f"{layer.name}: unsupported layer "
+                                          f"{type(layer).__name__}")
+        for kind, kernel, bias, attrs in convs:
+            index = None
+            if kernel is not None:
+                index = len(self.variables)
+                self.variables.append(tf.Variable(kernel, dtype=self.compute_dtype,
+                                                  trainable=False))
+                self.variables.append(tf.Variable(bias, dtype=self.compute_dtype,
+                                                  trainable=False))
+            self._steps.append((kind, attrs, index))
+
+    def __call__(self, inputs, training: bool = False):
+        """inputs: {"image": [B, H, W, 3], "mask": [B, H, W, 1]} -> [B, H, W, 3] float32."""
+        import tensorflow as tf
+
+        x = tf.concat([tf.cast(inputs["image"], tf.float32), tf.cast(inputs["mask"], tf.float32)],
+                      axis=-1)
+        x = tf.cast(x, self.compute_dtype)
+        for kind, attrs, index in self._steps:
+            if kind == "pad":
+                (top, bottom), (left, right) = attrs["padding"]
+                x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+            elif kind == "conv":
+                x = tf.nn.convolution(x, self.variables[index], strides=attrs["strides"],
+                                      padding=attrs["padding"].upper(),
+                                      dilations=attrs["dilation"])
+                x = tf.nn.bias_add(x, self.variables[index + 1])
+            elif kind == "deconv":
+                kernel = self.variables[index]
+                shape = tf.shape(x)
+                sy, sx = attrs["strides"]
+                out_shape = tf.stack([shape[0], shape[1] * sy, shape[2] * sx,
+                                      tf.shape(kernel)[2]])
+                x = tf.nn.conv2d_transpose(x, kernel, out_shape, strides=attrs["strides"],
+                                           padding=attrs["padding"].upper())
+                x = tf.nn.bias_add(x, self.variables[index + 1])
+            elif kind == "relu":
+                x = tf.nn.relu(x)
+            elif kind == "sigmoid":
+                x = tf.sigmoid(tf.cast(x, tf.float32))
+        return tf.cast(x, tf.float32)
+
+
+def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True):
+    """`FoldedNetwork` of a Keras completion network, or the Keras model if it cannot be folded.
+
+    Args:
+      model: the completion network (float32 Keras model).
+      compute_dtype: "float32" or "bfloat16".
+      check: compare with the Keras model on a random 32x32 input; a mismatch is a bug and
+        raises RuntimeError.
+
+    Returns:
+      A callable `net(inputs, training=False)`; the Keras model itself (with a warning) when its
+      layers are not the ones `FoldedNetwork` knows.
+    """
+    import logging
+
+    try:
+        folded = FoldedNetwork(model, compute_dtype)
+    except NotImplementedError as e:
+        logging.getLogger("glcic_tf.completion").warning(
+            "batch norm not folded (%s); using the Keras model", e)
+        return model
+    if check:
+        rng = np.random.default_rng(0)
+        inputs = {"image": rng.random((1, 32, 32, 3)).astype(np.float32),
+                  "mask": (rng.random((1, 32, 32, 1)) > 0.5).astype(np.float32)}
+        want = np.asarray(model(inputs, training=False))
+        got = np.asarray(folded(inputs))
+        tolerance = 1e-4 if folded.compute_dtype.name == "float32" else 0.1
+        if not np.abs(want - got).max() <= tolerance:
+            raise RuntimeError(f"folded network differs from the Keras model by "
+                               f"{np.abs(want - got).max():.3g} (> {tolerance})")
+    return folded
+
+
+def complete_full_resolution(image, hole, complete_fn: CompleteFn, maxdim):
+    """Completes one image of any size in TensorFlow ops (eager or inside a graph).
+
+    Args:
+      image: [H, W, 3] float32 in [0, 1].
+      hole: [H, W, 1] float32, 1 = hole (already thresholded).
+      complete_fn: batched composite at the network's size (`keras_complete_fn`, or the
+        SavedModel's `complete` signature).
+      maxdim: the long side is scaled down to this when larger.
+
+    Returns:
+      [H, W, 3] float32: the upsampled completion inside the hole, `image` outside.
+    """
+    import tensorflow as tf
+
+    from glcic_tf import masks
+
+    image = tf.convert_to_tensor(image, tf.float32)
+    hole = tf.convert_to_tensor(hole, tf.float32)
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    net_h, net_w = _network_size_tf(height, width, maxdim)
+    same = tf.logical_and(tf.equal(net_h, height), tf.equal(net_w, width))
+
+    def resized():
+        size = tf.stack([net_h, net_w])
+        small = tf.image.resize(image[tf.newaxis], size, antialias=True)
+        small_hole = tf.image.resize(hole[tf.newaxis], size, antialias=True)
+        small_hole = tf.cast(small_hole > _RESIZED_HOLE_EPS, tf.float32)
+        return tf.clip_by_value(small, 0.0, 1.0), small_hole
+
+    def untouched():
+        return image[tf.newaxis], hole[tf.newaxis]
+
+    small, small_hole = tf.cond(same, untouched, resized)
+    out = tf.cast(complete_fn(small, small_hole), tf.float32)
+    out = tf.cond(same, lambda: out,
+                  lambda: tf.image.resize(out, tf.stack([height, width]), method="bilinear"))
+    return masks.composite(tf.clip_by_value(out[0], 0.0, 1.0), image, hole)
+
+
+def to_uint8_tf(image):
+    """[0, 1] float -> uint8, rounding to nearest (x * 255 rounded; exact for k / 255)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+# --- files and arrays -----------------------------------------------------------------------------
+
+def load_image(path: str) -> np.ndarray:
+    """Reads an image file as uint8 RGB [H, W, 3] (gray and RGBA are converted, alpha dropped).
+
+    Raises:
+      CompletionError: the file does not exist or is not a readable image.
+    """
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise CompletionError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, np.float64) / 65535.0 * 255.0
+                gray = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
+            return np.asarray(im.convert("RGB"), np.uint8).copy()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise CompletionError(f"{path}: cannot read image ({e})") from e
+
+
+def load_mask(path: str) -> np.ndarray:
+    """Reads a mask file as float32 [H, W] in [0, 1]; >= 0.2 is hole (white = hole).
+
+    Gray, gray+alpha, RGB, RGBA and palette images are accepted: colour is reduced to luma
+    (ITU-R 601) and multiplied by alpha when there is one.
+
+    Raises:
+      CompletionError: the file does not exist or is not a readable image.
+    """
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise CompletionError(f"{path}: mask file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA")
+                mode = "RGBA"
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.clip(np.asarray(im, np.float32) / 65535.0, 0.0, 1.0)
+            if mode == "F":
+                return np.clip(np.asarray(im, np.float32), 0.0, 1.0)
+            if mode in ("1", "L"):
+                return np.asarray(im.convert("L"), np.float32) / 255.0
+            if mode == "LA":
+                la = np.asarray(im, np.float32) / 255.0
+                return la[..., 0] * la[..., 1]
+            if mode not in ("RGB", "RGBA"):
+                im = im.convert("RGBA")
+            arr = np.asarray(im, np.float32) / 255.0
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise CompletionError(f"{path}: cannot read mask ({e})") from e
+    gray = arr[..., :3] @ np.asarray(LUMA, np.float32)
+    if arr.shape[-1] == 4:
+        gray = gray * arr[..., 3]
+    return gray.astype(np.float32)
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """Writes uint8 [H, W, 3] RGB or [H, W] gray; the format follows the extension."""
+    from PIL import Image
+
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    Image.fromarray(np.asarray(image, np.uint8)).save(path)
+
+
+def random_holes(height: int, width: int, rng: np.random.Generator, *,
+                 num_holes: tuple[int, int] = RANDOM_HOLES,
+                 hole_size: tuple[int, int] = RANDOM_HOLE_SIZE) -> np.ndarray:
+    """Random rectangular holes as the official tool draws them when no mask is given.
+
+    `num_holes` (inclusive range, official: 2-4) rectangles whose sides are uniform in
+    `hole_size` (official: [32, 128] pixels at the input image's own scale), clipped to the image.
+
+    Returns:
+      bool [height, width], True = hole.
+    """
+    if height < 1 or width < 1:
+        raise CompletionError(f"random_holes: image size must be positive, got {height}x{width}")
+    hole = np.zeros((height, width), bool)
+    count = int(rng.integers(num_holes[0], num_holes[1] + 1))
+    for _ in range(count):
+        h = min(int(rng.integers(hole_size[0], hole_size[1] + 1)), max(1, height - 2))
+        w = min(int(rng.integers(hole_size[0], hole_size[1] + 1)), max(1, width - 2))
+        y = int(rng.integers(0, height - h + 1))
+        x = int(rng.integers(0, width - w + 1))
+        hole[y:y + h, x:x + w] = True
+    return hole
+
+
+def _as_rgb_uint8(image, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise CompletionError(f"{name}: expected an image [H, W, 3], got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise CompletionError(f"{name}: expected a uint8 image, got dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise CompletionError(f"{name}: empty image of shape {image.shape}")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _as_hole(mask, name: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise CompletionError(f"{name}: expected a mask [H, W] (or [H, W, 1]), got shape "
+                              f"{mask.shape}; load colour masks with load_mask()")
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype == np.uint8:
+        return mask >= HOLE_THRESHOLD * 255
+    return mask.astype(np.float32) >= HOLE_THRESHOLD
+
+
+# --- post-processing ------------------------------------------------------------------------------
+
+def postprocess(completed: np.ndarray, hole: np.ndarray, *,
+                inpaint_radius: int = INPAINT_RADIUS) -> np.ndarray:
+    """The paper's post-processing: fast marching inpainting, then Poisson blending per hole.
+
+    As the official code: the hole of the completed image is refilled by Telea's fast marching
+    method, and the completed image is seamlessly cloned (NORMAL_CLONE) onto that with the hole
+    as the clone mask, so the completion keeps its gradients and meets its surroundings without
+    a colour seam. Here each connected component of the hole is cloned on its own, on a crop
+    around it padded by edge replication, so that separate holes each get their own region and
+    holes touching the image border are handled.
+
+    Args:
+      completed: uint8 [H, W, 3], the network's composite.
+      hole: bool [H, W], True = hole.
+      inpaint_radius: Telea's neighbourhood radius (official: 1).
+
+    Returns:
+      uint8 [H, W, 3]; pixels outside the hole are `completed`'s.
+    """
+    import cv2
+
+    completed = np.ascontiguousarray(completed, np.uint8)
+    hole = np.asarray(hole, bool)
+    hole_u8 = hole.astype(np.uint8) * 255
+    if not hole.any():
+        return completed.copy()
+    base = cv2.inpaint(completed, hole_u8, inpaint_radius, cv2.INPAINT_TELEA)
+    out = base.copy()
+    height, width = hole.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(hole_u8, connectivity=8)
+    for label in range(1, count):
+        x, y, w, h = (int(v) for v in stats[label, :4])
+        x0, y0 = max(0, x - _CLONE_MARGIN), max(0, y - _CLONE_MARGIN)
+        x1, y1 = min(width, x + w + _CLONE_MARGIN), min(height, y + h + _CLONE_MARGIN)
+        component = labels[y0:y1, x0:x1] == label
+        pad = [_CLONE_PAD] * 4
+        src = cv2.copyMakeBorder(completed[y0:y1, x0:x1], *pad, cv2.BORDER_REPLICATE)
+        dst = cv2.copyMakeBorder(out[y0:y1, x0:x1], *pad, cv2.BORDER_REPLICATE)
+        clone_mask = cv2.copyMakeBorder(component.astype(np.uint8) * 255, *pad,
+                                        cv2.BORDER_REPLICATE)
+        # seamlessClone zeroes the mask's outermost pixels, then clones its bounding box onto
+        # a box of the same size centred at `center`: the box's own centre keeps it in place.
+        bx, by, bw, bh = cv2.boundingRect(
+            clone_mask[1:-1, 1:-1])  # what remains after the zeroed border
+        center = (bx + 1 + bw // 2, by + 1 + bh // 2)
+        blended = cv2.seamlessClone(src, dst, clone_mask, center, cv2.NORMAL_CLONE)
+        crop = blended[_CLONE_PAD:-_CLONE_PAD, _CLONE_PAD:-_CLONE_PAD]
+        region = out[y0:y1, x0:x1]
+        region[component] = crop[component]
+    return np.where(hole[..., None], out, completed)
+
+
+_postprocess = postprocess  # `Completer.complete` has an argument of the same name
+
+
+# --- the completer --------------------------------------------------------------------------------
+
+class Completer:
+    """Completes images with one model: a Keras network, a training run or a SavedModel.
+
+    Build it with `from_model`, `from_run_dir`, `from_saved_model` or `from_path`, then call
+    `complete(image, mask)`.
+    """
+
+    def __init__(self, config, complete_fn: CompleteFn, *, source: str, step: int | None = None):
+        """Wraps a batched `complete_fn` (see `keras_complete_fn`); prefer the from_* builders."""
+        import tensorflow as tf
+
+        self.config = config
+        self.source = source
+        self.step = step
+        self._complete_fn = complete_fn
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                      tf.TensorSpec([None, None], tf.bool),
+                                      tf.TensorSpec([], tf.int32)])
+        def run(image, hole, maxdim):
+            image_f = tf.cast(image, tf.float32) / 255.0
+            hole_f = tf.cast(hole, tf.float32)[..., tf.newaxis]
+            out = complete_full_resolution(image_f, hole_f, complete_fn, maxdim)
+            return to_uint8_tf(out)
+
+        self._run = run
+
+    @classmethod
+    def from_model(cls, config, model, *, source: str = "keras model", step: int | None = None,
+                   precision: str = "float32", fold: bool = False) -> "Completer":
+        """A Keras completion network with the config it was trained with (`config.data`).
+
+        Args:
+          precision: "float32", or "bfloat16" (computes in bf16; implies `fold`).
+          fold: fold batch norm into the convolutions (faster; float rounding differences).
+        """
+        if precision not in ("float32", "bfloat16"):
+            raise CompletionError(f"precision must be float32 or bfloat16, got {precision!r}")
+        if fold or precision == "bfloat16":
+            model = fold_batch_norm(model, precision)
+        return cls(config, keras_complete_fn(model, config.data), source=source, step=step)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str) -> "Completer":
+        """The latest checkpoint of a training run directory (see `glcic_tf.runs`)."""
+        from glcic_tf import runs
+
+        try:
+            config, model, step = runs.load_completion_network(run_dir)
+        except FileNotFoundError as e:
+            raise CompletionError(str(e)) from e
+        return cls.from_model(config, model, source=f"run {run_dir} (step {step})", step=step)
+
+    @classmethod
+    def from_saved_model(cls, path: str) -> "Completer":
+        """A SavedModel written by `glcic_tf.export` (its `complete` signature)."""
+        import tensorflow as tf
+
+        from glcic_tf.config import GLCICConfig
+
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise CompletionError(f"{path}: not a SavedModel (no saved_model.pb)")
+        loaded = tf.saved_model.load(path)
+        if "complete" not in loaded.signatures:
+            raise CompletionError(f"{path}: SavedModel has no 'complete' signature "
+                                  f"(has {sorted(loaded.signatures)})")
+        signature = loaded.signatures["complete"]
+        config_file = os.path.join(path, "assets", "config.json")
+        config = GLCICConfig.load(config_file) if os.path.isfile(config_file) else None
+        step = None
+        info_file = os.path.join(path, "assets", "export.json")
+        if os.path.isfile(info_file):
+            with open(info_file) as f:
+                step = json.load(f).get("step")
+
+        def fn(image, hole):
+            return signature(image=image, mask=hole)["completed"]
+
+        completer = cls(config, fn, source=f"SavedModel {path}", step=step)
+        completer._loaded = loaded  # keep the restored variables alive
+        return completer
+
+    @classmethod
+    def from_path(cls, path: str) -> "Completer":
+        """A run dir, a SavedModel dir, or a TF Serving base path (its highest version)."""
+        from glcic_tf import runs
+
+        if not os.path.isdir(path):
+            raise CompletionError(f"{path}: model directory not found")
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return cls.from_saved_model(path)
+        if runs.is_run_dir(path):
+            return cls.from_run_dir(path)
+        versions = [int(n) for n in os.listdir(path) if n.isdigit()
+                    and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+        if versions:
+            return cls.from_saved_model(os.path.join(path, str(max(versions))))
+        raise CompletionError(
+            f"{path}: not a training run dir (config.json + checkpoints/), a SavedModel "
+            f"(saved_model.pb) or a TF Serving base path (integer version subdirectories)")
+
+    def complete(self, image: np.ndarray, mask: np.ndarray, *, postprocess: bool = True,
+                 maxdim: int = DEFAULT_MAXDIM, name: str = "image",
+                 mask_name: str = "mask") -> np.ndarray:
+        """Completes the holes of one image.
+
+        Args:
+          image: uint8 [H, W, 3] RGB (gray [H, W] and RGBA are accepted).
+          mask: [H, W] bool, or float in [0, 1] / uint8 with >= 0.2 (of 1 / 255) = hole.
+          postprocess: fast marching + Poisson blending per hole (the paper's post-processing).
+          maxdim: the long side is scaled down to this for the network when larger.
+          name, mask_name: how errors refer to the image and the mask (e.g. file paths).
+
+        Returns:
+          uint8 [H, W, 3]: the completed image, equal to `image` outside the hole.
+
+        Raises:
+          CompletionError: bad shapes or dtypes, mask size differs from the image, empty mask.
+        """
+        image = _as_rgb_uint8(image, name)
+        hole = _as_hole(mask, mask_name)
+        if hole.shape != image.shape[:2]:
+            raise CompletionError(
+                f"{mask_name}: mask size {hole.shape[1]}x{hole.shape[0]} (WxH) differs from "
+                f"image size {image.shape[1]}x{image.shape[0]} of {name}")
+        if not hole.any():
+            raise CompletionError(f"{mask_name}: empty mask (no pixel >= {HOLE_THRESHOLD}); "
+                                  "white marks the hole")
+        network_size(*hole.shape, maxdim)  # validates maxdim
+        out = self._run(image, hole, np.int32(maxdim)).numpy()
+        out = np.where(hole[..., None], out, image)
+        if postprocess:
+            out = _postprocess(out, hole)
+        return out
+
+
+# --- files and folders (the CLI) -----------------------------------------------------------------
+
+def _list_images(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+                  and os.path.isfile(os.path.join(folder, n)))
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _match_masks(images: Sequence[str], mask_dir: str) -> list[str]:
+    by_stem: dict[str, list[str]] = {}
+    for m in _list_images(mask_dir):
+        by_stem.setdefault(_stem(m), []).append(m)
+    matched = []
+    for image in images:
+        found = by_stem.get(_stem(image), [])
+        if not found:
+            raise CompletionError(f"{image}: no mask for this image in {mask_dir} "
+                                  f"(masks are matched by file name without extension)")
+        if len(found) > 1:
+            raise CompletionError(f"{image}: several masks match in {mask_dir}: {found}")
+        matched.append(found[0])
+    return matched
+
+
+def complete_files(completer: Completer, image_path: str, mask_path: str | None, out_path: str,
+                   *, maxdim: int = DEFAULT_MAXDIM, postprocess: bool = True,
+                   seed: int = 0) -> list[str]:
+    """Completes an image file (or a folder of them) and writes the results.
+
+    Args:
+      completer: the model.
+      image_path: an image file, or a folder of images.
+      mask_path: the mask file (or, for a folder of images, a folder of masks matched by file
+        name without extension). None draws random holes as the official tool (2-4
+        rectangles, sides in [32, 128] pixels, from `seed`) and also writes the mask used:
+        `OUT_mask.png` beside a single output, `STEM_mask.png` in an output folder.
+      out_path: output file (single image) or folder (created) for a folder of images, where
+        each result is `STEM.png`.
+      maxdim, postprocess: see `Completer.complete`.
+      seed: seed of the random holes.
+
+    Returns:
+      The paths written.
+
+    Raises:
+      CompletionError: unreadable image or mask, mismatched sizes, empty mask, missing mask.
+    """
+    rng = np.random.default_rng(seed)
+    if os.path.isdir(image_path):
+        images = _list_images(image_path)
+        if not images:
+            raise CompletionError(f"{image_path}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        if mask_path is not None and not os.path.isdir(mask_path):
+            raise CompletionError(f"{mask_path}: --image is a folder, so the mask must be a "
+                                  "folder of masks too")
+        if os.path.isfile(out_path):
+            raise CompletionError(f"{out_path}: --image is a folder, so the output must be a "
+                                  "folder, but this is a file")
+        masks = _match_masks(images, mask_path) if mask_path else [None] * len(images)
+        outs = [os.path.join(out_path, _stem(p) + ".png") for p in images]
+        mask_outs = [os.path.join(out_path, _stem(p) + "_mask.png") for p in images]
+    else:
+        if mask_path is not None and os.path.isdir(mask_path):
+            raise CompletionError(f"{mask_path}: is a folder but --image is a single file")
+        images, masks, outs = [image_path], [mask_path], [out_path]
+        root, _ = os.path.splitext(out_path)
+        mask_outs = [root + "_mask.png"]
+    # Read and check everything first, so that a bad file fails before any work is done.
+    jobs = []
+    for image_file, mask_file in zip(images, masks):
+        image = load_image(image_file)
+        if mask_file is None:
+            mask = None
+        else:
+            mask = load_mask(mask_file)
+            if mask.shape != image.shape[:2]:
+                raise CompletionError(
+                    f"{mask_file}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs "
+                    f"from image size {image.shape[1]}x{image.shape[0]} of {image_file}")
+            if not (mask >= HOLE_THRESHOLD).any():
+                raise CompletionError(f"{mask_file}: empty mask (no pixel >= "
+                                      f"{HOLE_THRESHOLD}); white marks the hole")
+        jobs.append((image_file, mask_file, image, mask))
+    written = []
+    for (image_file, mask_file, image, mask), out_file, mask_out in zip(jobs, outs, mask_outs):
+        if mask is None:
+            mask = random_holes(image.shape[0], image.shape[1], rng)
+            save_image(mask_out, mask.astype(np.uint8) * 255)
+            written.append(mask_out)
+        result = completer.complete(image, mask, postprocess=postprocess, maxdim=maxdim,
+                                    name=image_file, mask_name=mask_file or "random holes")
+        save_image(out_file, result)
+        written.append(out_file)
+    return written

@@ -1,0 +1,325 @@
+"""SavedModel export of the completion network for TensorFlow Serving.
+
+Layout (what TF Serving's file system source expects): `BASE/glcic/VERSION/` with
+`saved_model.pb`, `variables/` and `assets/`, VERSION a positive integer (default: one more than
+the highest existing version). A version is written into a hidden temporary folder beside it and
+renamed into place, so TF Serving never sees a half-written version; an existing version is never
+overwritten.
+
+Signatures (batch and spatial dimensions dynamic; stock TensorFlow ops only):
+
+* `serving_default`: inputs `image_bytes` and `mask_bytes`, tf.string [None], encoded PNG/JPEG/
+  BMP/GIF (so TF Serving's REST `{"b64": ...}` convention applies); output `completed_bytes`,
+  tf.string [None], PNG. Each element is decoded (image as RGB; mask with any channel count,
+  reduced to luma times alpha, >= 0.2 = hole), completed with `completion.complete_full_resolution`
+  (long side scaled down to `maxdim`, 500 by default as the official tool, sides rounded to
+  multiples of 4, the config's input convention, composite at the original resolution, pixels
+  outside the hole unchanged) and PNG-encoded, one element at a time with tf.map_fn so images
+  in one request may differ in size. A mask whose size differs from its image fails the request
+  with INVALID_ARGUMENT ("mask_bytes: mask size differs from image_bytes size"). An empty mask
+  returns the image unchanged. No post-processing (it needs OpenCV; the CLI does it).
+* `complete`: inputs `image` float32 [None, None, None, 3] in [0, 1] and `mask` float32
+  [None, None, None, 1] (>= 0.2 = hole); output `completed` float32 [None, None, None, 3]: the
+  network's output inside the hole, `image` outside. H and W must be multiples of 4 (else
+  INVALID_ARGUMENT); no resizing happens.
+
+`assets/` holds `config.json` (the resolved GLCICConfig, mean pixel value included),
+`mean_pixel.json`, `export.json` (precision, maxdim, trained steps) and `model_card.md`.
+
+With precision "bfloat16" the network computes in bf16 inside the graph (float32 output); the
+signatures stay float32 / bytes. By default batch norm is then folded into the convolutions
+(`completion.FoldedNetwork`: bf16 kernels and biases, no float32 round trips around batch norm);
+with `fold_batch_norm=False` the network is rebuilt under Keras' "mixed_bfloat16" policy instead
+(bf16 compute, float32 variables) and the trained weights are copied over. A float32 export is
+the Keras model itself unless `fold_batch_norm=True` (faster, ~1e-5 rounding differences).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+from glcic_tf.completion import (DEFAULT_MAXDIM, HOLE_THRESHOLD, FoldedNetwork,
+                                 complete_full_resolution, keras_complete_fn, mask_gray_tf,
+                                 to_uint8_tf)
+from glcic_tf.completion import fold_batch_norm as fold_batch_norm_fn
+
+MODEL_NAME = "glcic"
+EXPORT_PRECISIONS = ("float32", "bfloat16")
+SIGNATURE_BYTES = "serving_default"
+SIGNATURE_FLOAT = "complete"
+
+
+class ExportError(ValueError):
+    """An export cannot be written (bad version, existing version, bad arguments)."""
+
+
+# --- versions -------------------------------------------------------------------------------------
+
+def existing_versions(base_path: str) -> list[int]:
+    """Integer version subdirectories of a TF Serving base path, ascending."""
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(n) for n in os.listdir(base_path)
+                  if n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
+
+
+def next_version(base_path: str) -> int:
+    """1 + the highest existing integer version under `base_path` (1 when there is none)."""
+    versions = existing_versions(base_path)
+    return (versions[-1] + 1) if versions else 1
+
+
+def latest_version_dir(base_path: str) -> str:
+    """The highest integer version directory under `base_path`.
+
+    Raises:
+      FileNotFoundError: there is no version.
+    """
+    versions = existing_versions(base_path)
+    if not versions:
+        raise FileNotFoundError(f"{base_path}: no integer version subdirectory")
+    return os.path.join(base_path, str(versions[-1]))
+
+
+# --- the module -----------------------------------------------------------------------------------
+
+def _build_module(model, config, maxdim: int):
+    import tensorflow as tf
+
+    complete_batch = keras_complete_fn(model, config.data)
+    maxdim = int(maxdim)
+
+    class GLCICModule(tf.Module):
+        """Holds the completion network; its tf.functions are the exported signatures."""
+
+        def __init__(self):
+            super().__init__(name="glcic")
+            if isinstance(model, FoldedNetwork):
+                self.folded_variables = list(model.variables)  # tracked, so they are saved
+            else:
+                self.completion = model
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, None, None, 1], tf.float32, name="mask")])
+        def complete(self, image, mask):
+            shape = tf.shape(image)
+            checks = [
+                tf.debugging.assert_equal(
+                    tf.shape(mask)[:3], shape[:3],
+                    message="complete: mask must have the image's batch size, height and "
+                            "width"),
+                tf.debugging.assert_equal(
+                    shape[1:3] % 4, tf.zeros([2], tf.int32),
+                    message="complete: image height and width must be multiples of 4 "
+                            "(resize first; serving_default accepts any size)"),
+            ]
+            with tf.control_dependencies(checks):
+                hole = tf.cast(mask >= HOLE_THRESHOLD, tf.float32)
+                completed = complete_batch(image, hole)
+            return {"completed": tf.cast(completed, tf.float32)}
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.string, name="mask_bytes")])
+        def serving_default(self, image_bytes, mask_bytes):
+            tf.debugging.assert_equal(
+                tf.size(image_bytes), tf.size(mask_bytes),
+                message="serving_default: image_bytes and mask_bytes need as many elements")
+
+            def one(args):
+                encoded_image, encoded_mask = args
+                image = tf.io.decode_image(encoded_image, channels=3, expand_animations=False)
+                mask = tf.io.decode_image(encoded_mask, channels=0, expand_animations=False)
+                check = tf.debugging.assert_equal(
+                    tf.shape(mask)[:2], tf.shape(image)[:2],
+                    message="mask_bytes: mask size (height, width) differs from image_bytes "
+                            "size")
+                with tf.control_dependencies([check]):
+                    image_f = tf.image.convert_image_dtype(image, tf.float32)
+                    gray = mask_gray_tf(tf.image.convert_image_dtype(mask, tf.float32))
+                hole = tf.cast(gray >= HOLE_THRESHOLD, tf.float32)
+                out = complete_full_resolution(image_f, hole, complete_batch, maxdim)
+                out = tf.where(hole > 0, to_uint8_tf(out), image)
+                return tf.io.encode_png(out)
+
+            completed = tf.map_fn(one, (image_bytes, mask_bytes),
+                                  fn_output_signature=tf.TensorSpec([], tf.string))
+            return {"completed_bytes": completed}
+
+    return GLCICModule()
+
+
+def _bfloat16_copy(model, config):
+    """The same network computing in bfloat16 (float32 variables), trained weights copied."""
+    import keras
+
+    from glcic_tf import models
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        copy = models.completion_network(config.model.width, config.model, name=model.name)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def model_card(config, *, step: int | None, precision: str, maxdim: int, source: str) -> str:
+    """A short model card (Markdown) stored in the export's assets."""
+    trained = (f"{step:,} training steps" if step else
+               "none: freshly initialised weights, NOT TRAINED (outputs are noise)")
+    mean = ", ".join(f"{v:.4f}" for v in config.data.mean_pixel)
+    return f"""# GLCIC completion network ({config.name} preset)
+
+**What**: the completion network of *Globally and Locally Consistent Image Completion*
+(Iizuka, Simo-Serra, Ishikawa, SIGGRAPH 2017), implemented in glcic_tf. It fills holes in
+images: white in the mask (>= {HOLE_THRESHOLD}) is the hole.
+
+- Source: {source}
+- Trained steps: {trained}
+- Preset: `{config.name}`; width {config.model.width}; training crops {config.data.image_size} px,
+  holes {config.masks.hole_min}-{config.masks.hole_max} px ({config.masks.kind})
+- Input convention: `{config.data.input_convention}`, mean pixel (RGB, [0, 1]): {mean}
+- Precision: {precision} (signature inputs and outputs are float32 / bytes)
+- maxdim: {maxdim} (serving_default scales the long side down to this)
+
+## Signatures
+
+- `serving_default`: `image_bytes`, `mask_bytes` (tf.string [None], PNG/JPEG/BMP/GIF) ->
+  `completed_bytes` (tf.string [None], PNG, same size as the image). Any sizes; per-element
+  masks must match their image's size (else INVALID_ARGUMENT). No post-processing.
+- `complete`: `image` (float32 [None, None, None, 3], [0, 1]), `mask` (float32
+  [None, None, None, 1], >= {HOLE_THRESHOLD} = hole) -> `completed` (float32
+  [None, None, None, 3]); H and W multiples of 4; no resizing.
+
+## Intended use
+
+Research and demos of image completion (object removal, restoration of small regions) on
+natural images similar to the training data.
+
+## Limitations
+
+- Trained on {config.data.image_size} px crops with holes of {config.masks.hole_min}-
+  {config.masks.hole_max} px; much larger holes, or images far from the training data (faces,
+  text, drawings), complete poorly.
+- Images are completed at most {maxdim} px on the long side and upsampled back, so fine
+  texture inside large-image holes is blurry.
+- The paper's post-processing (fast marching + Poisson blending) is not in the graph; run
+  `pipelines/complete.py` for it.
+- Completions are plausible guesses, not recovered content: do not use them as evidence.
+"""
+
+
+def export_saved_model(completion_model, config, base_path: str, *, version: int | None = None,
+                       precision: str = "float32", step: int | None = None,
+                       maxdim: int = DEFAULT_MAXDIM, source: str = "keras model",
+                       fold_batch_norm: bool | None = None) -> str:
+    """Writes `base_path/VERSION/` (a SavedModel with the two signatures) atomically.
+
+    Args:
+      completion_model: the completion network (float32 Keras model).
+      config: the GLCICConfig it was trained with (input convention, mean pixel, width).
+      base_path: TF Serving base path, e.g. `models/glcic` (created if needed; local disk).
+      version: positive integer; default 1 + the highest existing version.
+      precision: "float32" or "bfloat16" (bf16 compute inside the graph).
+      step: training steps of the weights (for the model card; None = untrained).
+      maxdim: long side the serving signature scales images down to.
+      source: where the weights come from (for the model card).
+      fold_batch_norm: fold batch norm into the convolutions (default: only for bfloat16).
+
+    Returns:
+      The version directory written.
+
+    Raises:
+      ExportError: bad precision / version / maxdim, or the version already exists.
+    """
+    import tensorflow as tf
+
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
+    if not isinstance(maxdim, int) or maxdim < 4:
+        raise ExportError(f"maxdim must be an integer >= 4, got {maxdim!r}")
+    if version is None:
+        version = next_version(base_path)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"version must be a positive integer, got {version!r}")
+    final = os.path.join(base_path, str(version))
+    if os.path.exists(final):
+        raise ExportError(f"{final} already exists: refusing to overwrite version {version} "
+                          f"(existing versions: {existing_versions(base_path)}; omit --version "
+                          f"to write version {next_version(base_path)})")
+    os.makedirs(base_path, exist_ok=True)
+
+    if fold_batch_norm is None:
+        fold_batch_norm = precision == "bfloat16"
+    if fold_batch_norm:
+        model = fold_batch_norm_fn(completion_model, precision)
+    elif precision == "bfloat16":
+        model = _bfloat16_copy(completion_model, config)
+    else:
+        model = completion_model
+    module = _build_module(model, config, maxdim)
+    # A hidden sibling: TF Serving only loads all-digit directory names.
+    staging = os.path.join(base_path, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    asset_src = tempfile.mkdtemp(prefix="glcic-assets-")
+    try:
+        files = {
+            "config.json": config.to_json() + "\n",
+            "mean_pixel.json": json.dumps({"mean_pixel": list(config.data.mean_pixel),
+                                           "input_convention": config.data.input_convention},
+                                          indent=2) + "\n",
+            "export.json": json.dumps({"precision": precision, "maxdim": maxdim, "step": step,
+                                       "fold_batch_norm": bool(fold_batch_norm),
+                                       "preset": config.name, "version": version,
+                                       "source": source,
+                                       "signatures": [SIGNATURE_BYTES, SIGNATURE_FLOAT]},
+                                      indent=2) + "\n",
+            "model_card.md": model_card(config, step=step, precision=precision, maxdim=maxdim,
+                                        source=source),
+        }
+        assets = []
+        for name, text in files.items():
+            path = os.path.join(asset_src, name)
+            with open(path, "w") as f:
+                f.write(text)
+            assets.append(tf.saved_model.Asset(path))
+        module.assets = assets
+        signatures = {
+            SIGNATURE_BYTES: module.serving_default.get_concrete_function(),
+            SIGNATURE_FLOAT: module.complete.get_concrete_function(),
+        }
+        tf.saved_model.save(module, staging, signatures=signatures)
+        if os.path.exists(final):  # another writer won the race
+            raise ExportError(f"{final} appeared while exporting: refusing to overwrite")
+        os.rename(staging, final)
+    finally:
+        shutil.rmtree(asset_src, ignore_errors=True)
+        if os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def export_from_run(run_dir: str, base_path: str, **kwargs) -> str:
+    """Exports the latest checkpoint of a training run; kwargs as `export_saved_model`."""
+    from glcic_tf import runs
+
+    config, model, step = runs.load_completion_network(run_dir)
+    kwargs.setdefault("source", f"run {os.path.abspath(run_dir)}, step {step}")
+    return export_saved_model(model, config, base_path, step=step, **kwargs)
+
+
+def export_untrained(preset: str, base_path: str, **kwargs) -> str:
+    """Exports freshly initialised weights of a preset (to test serving without training)."""
+    from glcic_tf import models
+    from glcic_tf.config import get_preset
+
+    config = get_preset(preset)
+    model = models.completion_network(config.model.width, config.model)
+    kwargs.setdefault("source", f"untrained {preset} preset (random initialisation)")
+    return export_saved_model(model, config, base_path, step=None, **kwargs)
