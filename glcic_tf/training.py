@@ -49,6 +49,9 @@ PHASE_NAMES = {1: "completion (T_C): MSE only",
                3: "joint (T_train): MSE + alpha * GAN"}
 
 
+_LAST_TRAINER = None  # the trainer of the latest run_training call in this process
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, incompatible run directory, ...)."""
 
@@ -514,6 +517,8 @@ def _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn, st
 
     keras.utils.set_random_seed(config.seed)
     trainer = build_trainer(config, strategy)
+    global _LAST_TRAINER
+    _LAST_TRAINER = trainer  # for inspection in tests and notebooks
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     ckpt = make_checkpoint(trainer, step)
     manager = tf.train.CheckpointManager(ckpt, runs.checkpoint_dir(write_dir),

@@ -1,0 +1,202 @@
+"""pipelines/train.py end to end: files written, SIGKILL resume, SIGTERM, multi-worker."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import data as data_lib
+from glcic_tf import training
+from glcic_tf.config import GLCICConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, "pipelines", "train.py")
+TINY_FLAGS = ["--image-size", "32", "--local-size", "16", "--hole-min", "6", "--hole-max", "12",
+              "--width", "0.0625", "--batch-size", "4", "--log-every", "5",
+              "--image-every", "10", "--no-export"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Two tiny TFRecord shards in the glcic_tf schema plus dataset_info.json."""
+    d = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    for s in range(2):
+        with tf.io.TFRecordWriter(str(d / f"tiny-train-{s:05d}-of-00002.tfrecord")) as w:
+            for i in range(6):
+                h, wd = rng.integers(40, 64, size=2)
+                img = (rng.random((h, wd, 3)) * 255).astype(np.uint8)
+                feats = {
+                    data_lib.FEATURE_ENCODED: [tf.io.encode_png(img).numpy()],
+                    data_lib.FEATURE_FORMAT: [b"png"],
+                    data_lib.FEATURE_KEY: [b"k%d-%d" % (s, i)],
+                }
+                ex = tf.train.Example(features=tf.train.Features(feature={
+                    **{k: tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
+                       for k, v in feats.items()},
+                    data_lib.FEATURE_HEIGHT: tf.train.Feature(int64_list=tf.train.Int64List(
+                        value=[int(h)])),
+                    data_lib.FEATURE_WIDTH: tf.train.Feature(int64_list=tf.train.Int64List(
+                        value=[int(wd)])),
+                    data_lib.FEATURE_CHANNELS: tf.train.Feature(int64_list=tf.train.Int64List(
+                        value=[3])),
+                }))
+                w.write(ex.SerializeToString())
+    (d / "dataset_info.json").write_text(json.dumps({"mean_pixel": [0.25, 0.5, 0.75]}))
+    return str(d / "tiny-train-*.tfrecord")
+
+
+def _env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _steps(run_dir):
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+    if state is None:
+        return []
+    return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
+
+
+def test_sigkill_mid_phase_resumes_in_the_right_phase_and_finishes(shards, tmp_path):
+    run = str(tmp_path / "run")
+    cmd = [sys.executable, TRAIN, "--data", shards, "--out", run, *TINY_FLAGS,
+           "--steps-completion", "40", "--steps-discriminator", "10", "--steps-joint", "10",
+           "--checkpoint-every", "5"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(10 <= s < 40 for s in _steps(run)):
+        if proc.poll() is not None:
+            pytest.fail("training ended before it could be killed:\n"
+                        + proc.stdout.read().decode()[-3000:])
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no chance to save
+    proc.wait(30)
+    killed_at = _steps(run)[-1]
+    assert 10 <= killed_at < 40, _steps(run)  # mid phase 1
+
+    # The restored weights equal the checkpoint's, in phase 1 at the checkpoint's step.
+    config = GLCICConfig.load(os.path.join(run, "config.json"))
+    assert config.data.mean_pixel == (0.25, 0.5, 0.75)  # from dataset_info.json
+    latest = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
+    trainer = training.build_trainer(config)
+    step = tf.Variable(0, dtype=tf.int64)
+    training.make_checkpoint(trainer, step).restore(latest).assert_existing_objects_matched()
+    reader = tf.train.load_checkpoint(latest)
+    # tf.train.Checkpoint stores each variable under its shortest path: trainable ones under
+    # the optimizer that tracks them, in trainable_variables order.
+    for net, opt in ((trainer.completion, "optimizer_c"), (trainer.discriminator, "optimizer_d")):
+        for i, var in enumerate(net.trainable_variables):
+            stored = reader.get_tensor(f"{opt}/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+            np.testing.assert_array_equal(var.numpy(), stored)
+    fresh = training.build_trainer(config)
+    assert not np.array_equal(fresh.completion.get_layer("conv1").kernel.numpy(),
+                              trainer.completion.get_layer("conv1").kernel.numpy())
+    assert int(step.numpy()) == killed_at
+    assert training.phase_for_step(killed_at, config) == 1
+
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"resuming from {latest} at step {killed_at} (phase 1)" in out.stdout
+    assert _steps(run)[-1] == 60
+    assert "phase 2 summary: steps=10" in out.stdout and "phase 3 summary: steps=10" in out.stdout
+    assert os.path.exists(os.path.join(run, "preview.png"))
+    assert tf.io.gfile.glob(os.path.join(run, "logs", "train", "events.out.tfevents.*"))
+
+
+def test_sigterm_saves_and_exits(shards, tmp_path):
+    run = str(tmp_path / "run")
+    cmd = [sys.executable, TRAIN, "--data", shards, "--out", run, *TINY_FLAGS,
+           "--steps-completion", "100000", "--steps-discriminator", "1", "--steps-joint", "1",
+           "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    deadline = time.time() + 240
+    for line in proc.stdout:  # wait until steps are running
+        lines.append(line)
+        if "phase 1/3" in line or time.time() > deadline:
+            break
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    steps = _steps(run)
+    assert len(steps) == 1 and 0 < steps[0] < 100000, output[-3000:]
+    assert "re-run the same command to resume" in output
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORKER = r"""
+import json, os, sys
+import numpy as np
+from glcic_tf import data as data_lib, training
+from glcic_tf.config import get_preset
+strategy = training.make_strategy("multiworker")
+shards, run_dir, out = sys.argv[1:4]
+config = get_preset("demo").override({
+    "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
+    "masks.local_size": 16, "masks.hole_min": 6, "masks.hole_max": 12, "model.width": 0.0625,
+    "schedule.batch_size": 4, "schedule.steps_completion": 2, "schedule.steps_discriminator": 1,
+    "schedule.steps_joint": 2, "schedule.checkpoint_every": 2, "data.deterministic": True})
+fn = lambda ctx=None: data_lib.make_dataset(shards, config, input_context=ctx, seed=1)
+result = training.run_training(config, run_dir, train_dataset_fn=fn, strategy=strategy,
+                               verbose=0)
+trainer_weights = None
+np.savez(out, step=result.step, chief=training.is_chief(strategy))
+"""
+
+
+def test_multiworker_two_local_workers_train_identically_and_only_chief_writes(shards, tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.replace(
+        "trainer_weights = None",
+        "import glcic_tf.training as T\n"
+        "w = [v.numpy() for v in T._LAST_TRAINER.completion.weights + "
+        "T._LAST_TRAINER.discriminator.weights]\n"
+        "np.savez(out + '.weights.npz', *w)"))
+    procs = []
+    for i in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), shards, str(tmp_path / f"run{i}"),
+             str(tmp_path / f"out{i}.npz")], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=300)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("multi-worker training timed out")
+    for p, o in zip(procs, outputs):
+        assert p.returncode == 0, o[-4000:]
+    w0 = np.load(tmp_path / "out0.npz.weights.npz")
+    w1 = np.load(tmp_path / "out1.npz.weights.npz")
+    assert len(w0.files) == len(w1.files) > 0
+    for k in w0.files:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    assert int(np.load(tmp_path / "out0.npz")["step"]) == 5
+    # Only the chief (worker 0) wrote checkpoints, config and logs; worker 1's scratch is gone.
+    assert _steps(str(tmp_path / "run0"))[-1] == 5
+    assert os.path.exists(tmp_path / "run0" / "config.json")
+    leftover = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "run1") for f in fs]
+    assert leftover == [], leftover
