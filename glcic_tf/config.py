@@ -98,6 +98,14 @@ class MaskConfig:
       freeform_ratio: with kind="mixed", the probability that an example gets strokes.
       max_strokes, stroke_width_min, stroke_width_max: free-form stroke parameters (pixels at
         `data.image_size`; strokes are drawn inside the local patch).
+      mask_files: the user's own masks (see `glcic_tf.mask_sets`): a glob of mask images
+        (PNG/JPEG/GIF/BMP, any size and mode; luminance >= 0.5 is a hole) or of mask TFRecords
+        (feature `mask/encoded`). Empty: none. Used for training with `mask_file_ratio` > 0
+        and by `data.make_eval_dataset(mask_kind="file")`.
+      mask_file_ratio: probability that a training example takes a mask from `mask_files`
+        (randomly flipped, rotated by a multiple of 90 degrees and cropped); the others get
+        holes of `kind`. 0 = never, 1 = always.
+      mask_file_invert: the mask files mark holes in black instead of white.
     """
 
     local_size: int = 128
@@ -109,6 +117,9 @@ class MaskConfig:
     max_strokes: int = 4
     stroke_width_min: int = 8
     stroke_width_max: int = 20
+    mask_files: str = ""
+    mask_file_ratio: float = 0.0
+    mask_file_invert: bool = False
 
     def validate(self) -> None:
         _check(self.local_size > 0, f"masks.local_size must be > 0, got {self.local_size}")
@@ -128,6 +139,11 @@ class MaskConfig:
         _check(0 < self.stroke_width_min <= self.stroke_width_max,
                f"masks.stroke_width_min/max must satisfy 0 < min <= max, got "
                f"{self.stroke_width_min}, {self.stroke_width_max}")
+        _check(0.0 <= self.mask_file_ratio <= 1.0,
+               f"masks.mask_file_ratio must be in [0, 1], got {self.mask_file_ratio}")
+        _check(self.mask_file_ratio == 0.0 or self.mask_files.strip() != "",
+               f"masks.mask_file_ratio is {self.mask_file_ratio} but masks.mask_files is empty: "
+               f"give a glob of mask images or mask TFRecords (e.g. 'masks/*.png')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +161,9 @@ class ModelConfig:
         after) or "torch" (symmetric, as Torch7's SpatialConvolution with pad (k-1)//2: the
         authors' released weights need it; see `glcic_tf.torch7`). Only stride-2
         convolutions differ; parameter counts are identical.
+      freeze_batch_norm: train with batch norm in inference mode (moving statistics, never
+        updated), e.g. to fine-tune imported weights on small batches. Then N accumulated
+        micro-batches give exactly the update of one batch N times the size.
     """
 
     width: float = 1.0
@@ -152,6 +171,7 @@ class ModelConfig:
     batch_norm_momentum: float = 0.9
     batch_norm_epsilon: float = 1e-5
     padding: str = "same"
+    freeze_batch_norm: bool = False
 
     def validate(self) -> None:
         _check(0.0 < self.width <= 4.0, f"model.width must be in (0, 4], got {self.width}")
@@ -211,6 +231,10 @@ class ScheduleConfig:
       keep_checkpoints: how many checkpoints CheckpointManager keeps.
       log_every: TensorBoard scalars every this many steps.
       image_every: TensorBoard image grid every this many steps.
+      accumulate: split each (per-replica) batch into this many micro-batches and sum their
+        gradients before one optimizer step, so a small accelerator trains with the paper's
+        batch of 96. Identical to the large batch except batch-norm statistics, which are
+        computed per micro-batch (see `model.freeze_batch_norm`).
     """
 
     batch_size: int = 96
@@ -221,6 +245,7 @@ class ScheduleConfig:
     keep_checkpoints: int = 5
     log_every: int = 100
     image_every: int = 1000
+    accumulate: int = 1
 
     @property
     def total_steps(self) -> int:
@@ -232,6 +257,10 @@ class ScheduleConfig:
             value = getattr(self, name)
             _check(value >= 0, f"schedule.{name} must be >= 0, got {value}")
         _check(self.total_steps > 0, "schedule: the three phases add up to 0 steps")
+        _check(self.accumulate >= 1, f"schedule.accumulate must be >= 1, got {self.accumulate}")
+        _check(self.batch_size % self.accumulate == 0,
+               f"schedule.batch_size ({self.batch_size}) must be a multiple of "
+               f"schedule.accumulate ({self.accumulate})")
         for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
             value = getattr(self, name)
             _check(value >= 1, f"schedule.{name} must be >= 1, got {value}")

@@ -28,7 +28,9 @@ float32 [B, S, S, 1] (1 = hole), `masked` = `masks.fill_holes(image, mask, data.
 
 Augmentation is exactly the paper's: the shorter side is resized to a uniform random size in
 [resize_min, resize_max] keeping the aspect ratio, then a random image_size square is cropped
-(plus a horizontal flip only when `data.random_flip`). Holes come from `glcic_tf.masks`.
+(plus a horizontal flip only when `data.random_flip`). Holes come from `glcic_tf.masks`; with
+`masks.mask_file_ratio` > 0 a separate stream of holes (`mask_sets.holes_dataset`: the user's
+mask files at that ratio, generated holes otherwise) is zipped with the augmented crops.
 
 Randomness is stateless: every record gets a seed (base seed, record number) so its crop and
 holes do not depend on thread timing. With `data.deterministic` (or an explicit `seed`) the base
@@ -39,13 +41,16 @@ Sharding. With an `input_context` (`strategy.distribute_datasets_from_function`)
 shards itself: by file when there are at least as many shards as input pipelines, otherwise by
 record (every pipeline reads all files in a fixed order and keeps every n-th record). Without
 one, the auto-shard policy (used by `strategy.experimental_distribute_dataset` across workers) is
-FILE when the shards are at least as many as the workers in TF_CONFIG, DATA otherwise; with DATA
+FILE when the shards are at least as many as the workers in TF_CONFIG, DATA otherwise (and
+always DATA with mask files, whose zipped hole stream FILE sharding cannot split); with DATA
 every worker must draw the same stream, so set `data.deterministic` or a seed there.
 
 ## Evaluation input: `make_eval_dataset`
 
 Deterministic centre crops (shorter side resized to image_size) in file order, with holes that
-depend only on the image key and a seed, so two models are scored on identical holes.
+depend only on the image key and a seed, so two models are scored on identical holes:
+generated rectangles or strokes, or (`mask_kind="file"`) a mask of `masks.mask_files` picked by
+the key and centre-cropped (`glcic_tf.mask_sets`).
 
 ## Corrupt records
 
@@ -72,7 +77,7 @@ from typing import Iterator, Sequence
 
 import tensorflow as tf
 
-from glcic_tf import masks
+from glcic_tf import mask_sets, masks
 from glcic_tf.config import DataConfig, GLCICConfig, MaskConfig
 
 FEATURE_ENCODED = "image/encoded"
@@ -256,9 +261,20 @@ def add_holes(example: dict, masks_config: MaskConfig, mean_pixel, seed,
     size = image.shape[0]
     if size is None or image.shape[1] != size:
         raise ValueError(f"add_holes needs a square image of static size, got {image.shape}")
-    holes = masks.sample_holes(size, masks_config, seed, kind)
-    return {**example, "mask": holes["mask"],
-            "masked": masks.fill_holes(image, holes["mask"], mean_pixel),
+    return apply_holes(example, masks.sample_holes(size, masks_config, seed, kind), mean_pixel)
+
+
+def apply_holes(example: dict, holes: dict, mean_pixel) -> dict:
+    """Adds "mask", "masked" and "local_offset" from given holes (e.g. a zipped hole stream).
+
+    Args:
+      example: dict with "image" float32 [S, S, 3] in [0, 1].
+      holes: dict with "mask" float32 [S, S, 1] (1 = hole) and "local_offset" int32 [2].
+      mean_pixel: RGB fill value for hole pixels of "masked".
+    """
+    mask = holes["mask"]
+    return {**example, "mask": mask,
+            "masked": masks.fill_holes(example["image"], mask, mean_pixel),
             "local_offset": holes["local_offset"]}
 
 
@@ -310,9 +326,17 @@ def make_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
 
     Returns:
       A dataset of dicts (image, mask, masked, local_offset, key), batch dimension static.
+
+    Raises:
+      FileNotFoundError: no shard matches, or `masks.mask_files` matches nothing (in use when
+        `masks.mask_file_ratio` > 0).
+      ValueError: a mask file is not an image or a TFRecord (names it).
     """
     data = config.data
     files = list_files(file_pattern)
+    # Masks from files are listed (and checked) now, so that a bad glob fails before training.
+    mask_set = (mask_sets.open_mask_set(config.masks.mask_files)
+                if config.masks.mask_file_ratio > 0 else None)
     global_batch = config.schedule.batch_size if batch_size is None else int(batch_size)
     if global_batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {global_batch}")
@@ -329,6 +353,10 @@ def make_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
     by_file = len(files) >= num_pipelines
     if input_context is not None:
         shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded below, by hand
+    elif mask_set is not None:
+        # FILE auto-sharding cannot shard the zipped hole stream (its sources are counters),
+        # so workers share the work by element; distribute_datasets_from_function avoids this.
+        shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     else:
         shard_policy = auto_shard_policy(len(files), _num_workers_from_tf_config())
 
@@ -365,6 +393,8 @@ def make_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
         seed_ = tf.stack([tf.constant(base_seed, tf.int64), index * num_pipelines + pipeline_id])
         s_crop, s_holes = tf.unstack(tf.random.experimental.stateless_split(seed_, 2))
         example = random_resize_crop(example, data, s_crop)
+        if mask_set is not None:
+            return example  # holes come from the zipped hole stream (step 10b)
         return _element(add_holes(example, config.masks, data.mean_pixel, s_holes))
 
     # 9. Parse + decode; with skip_corrupt, drop records that fail to read, parse or decode.
@@ -373,6 +403,15 @@ def make_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
         ds = ds.ignore_errors(log_warning=True)
     # 10. Augment + holes.
     ds = ds.map(augment, num_parallel_calls=parallel, deterministic=deterministic)
+    # 10b. With mask files: zip with a separate endless stream of holes (file masks at
+    # mask_file_ratio, generated otherwise), seeded by (base seed, pipeline), then apply them.
+    if mask_set is not None:
+        holes = mask_sets.holes_dataset(config.masks, data.image_size,
+                                        seed=(base_seed, pipeline_id), mask_set=mask_set,
+                                        num_parallel_calls=parallel, deterministic=deterministic)
+        ds = tf.data.Dataset.zip((ds, holes)).map(
+            lambda example, holes_: _element(apply_holes(example, holes_, data.mean_pixel)),
+            num_parallel_calls=parallel, deterministic=deterministic)
     # 11. Batch (static batch dimension) and prefetch.
     ds = ds.batch(per_replica_batch, drop_remainder=True, num_parallel_calls=parallel,
                   deterministic=deterministic)
@@ -393,21 +432,35 @@ def make_eval_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
     Args:
       file_pattern: glob pattern(s) of TFRecord shards.
       config: uses `config.data` (image_size, mean_pixel, skip_corrupt) and `config.masks`.
-      mask_kind: "rect" (the paper's) or "freeform".
+      mask_kind: "rect" (the paper's), "freeform", or "file": a mask of `masks.mask_files`
+        chosen by (key, seed), centre-cropped, no flip (see `glcic_tf.mask_sets`).
       seed: changes every hole.
       batch_size: examples per batch.
+
+    Raises:
+      ValueError: unknown `mask_kind`, or "file" without `masks.mask_files`.
+      FileNotFoundError: no shard matches, or `masks.mask_files` matches nothing.
     """
-    if mask_kind not in ("rect", "freeform"):
-        raise ValueError(f"mask_kind must be 'rect' or 'freeform', got {mask_kind!r}")
+    if mask_kind not in ("rect", "freeform", "file"):
+        raise ValueError(f"mask_kind must be 'rect' or 'freeform', got {mask_kind!r} (or "
+                         f"'file' for masks from masks.mask_files)")
+    if mask_kind == "file" and not config.masks.mask_files.strip():
+        raise ValueError("mask_kind='file' needs masks.mask_files: a glob of mask images or "
+                         "mask TFRecords (e.g. 'masks/*.png')")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = config.data
     files = list_files(file_pattern)
+    indexed = (mask_sets.IndexedMasks(mask_sets.open_mask_set(config.masks.mask_files))
+               if mask_kind == "file" else None)
 
     def prepare(example):
         key_hash = tf.strings.to_hash_bucket_fast(example["key"], _HASH_BUCKETS)
         seed_ = tf.stack([tf.constant(seed, tf.int64), key_hash])
         example = center_crop(example, data.image_size)
+        if indexed is not None:
+            holes = indexed.eval_holes(data.image_size, config.masks, seed_)
+            return _element(apply_holes(example, holes, data.mean_pixel))
         return _element(add_holes(example, config.masks, data.mean_pixel, seed_, mask_kind))
 
     ds = tf.data.TFRecordDataset(files)  # sequential: a fixed order

@@ -12,8 +12,14 @@ Phases (global step counts from the config's schedule):
      the `local_size` patch around the hole. C runs in inference mode and is left untouched.
   3. T_train steps: D and C together, in the order of the paper's Algorithm 1: a D step on the
      detached completions, then a C step on MSE + alpha * GAN through the updated D, where GAN
-     is the non-saturating -log D(completed) (C tries to make D call its completions real). One
-     C forward/backward and three D forward passes (real, completed, completed again) per step.
+     is the non-saturating -log D(completed) (C tries to make D call its completions real).
+     (Computing both gradients from one forward pass and applying them together raced under
+     MirroredStrategy: updates differed from one device by ~1e-2 with SGD, non-deterministically.)
+
+Gradient accumulation (`schedule.accumulate = N`): each step splits its batch into N
+micro-batches, sums their gradients (each per-example loss still divided by the whole global
+batch) and applies them once: the update of the big batch, except that batch norm sees
+micro-batch statistics unless `model.freeze_batch_norm` is set.
 
 Losses: the MSE of an example is the mean over its pixels and channels of the masked squared error
 (what Torch's MSECriterion on masked tensors gives, and what alpha = 0.0004 was tuned against);
@@ -147,6 +153,10 @@ class GLCICTrainer(keras.Model):
 
     # The pieces of a step ----------------------------------------------------------------------
 
+    @property
+    def _bn_training(self) -> bool:
+        return not self.glcic_config.model.freeze_batch_norm
+
     def _inputs(self, data):
         return masks_lib.network_inputs(data["image"], data["mask"], self.glcic_config.data)
 
@@ -159,61 +169,110 @@ class GLCICTrainer(keras.Model):
         # LossScaleOptimizer (mixed_float16) scales the loss; others return it unchanged.
         return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
 
+    def _micro_batches(self, data):
+        """Splits a (per-replica) batch into `schedule.accumulate` equal micro-batches."""
+        n = self.glcic_config.schedule.accumulate
+        if n == 1:
+            return [data]
+        size = data["image"].shape[0]
+        if size is None or size % n:
+            raise ValueError(f"per-replica batch {size} is not divisible by schedule.accumulate "
+                             f"({n}); use a static batch (drop_remainder=True) that divides")
+        m = size // n
+        return [{k: v[i * m:(i + 1) * m] for k, v in data.items()} for i in range(n)]
+
+    def _global_batch(self, data) -> int:
+        """Examples in the whole step: per-replica batch times replicas (not the micro-batch)."""
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        return data["image"].shape[0] * replicas
+
+    @staticmethod
+    def _accumulate(total, grads):
+        return list(grads) if total is None else [a + b for a, b in zip(total, grads)]
+
     def _d_losses(self, data, completed):
         offsets = data["local_offset"]
-        real_logits = self._d_logits(data["image"], offsets, training=True)
-        fake_logits = self._d_logits(completed, offsets, training=True)
+        real_logits = self._d_logits(data["image"], offsets, training=self._bn_training)
+        fake_logits = self._d_logits(completed, offsets, training=self._bn_training)
         per_example = (bce_with_logits_per_example(real_logits, 1.0)
                        + bce_with_logits_per_example(fake_logits, 0.0))
         self.d_real_acc.update_state(tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32))
         self.d_fake_acc.update_state(tf.cast(tf.reshape(fake_logits, [-1]) < 0, tf.float32))
-        return per_example, fake_logits
+        return per_example
+
+    def _d_step(self, micro, global_batch, completed_fn):
+        """Accumulates D's gradients over the micro-batches, then applies them once."""
+        d_vars = self.discriminator.trainable_variables
+        total = None
+        for part in micro:
+            completed = tf.stop_gradient(completed_fn(part))
+            with tf.GradientTape() as tape:
+                per_example = self._d_losses(part, completed)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                scaled = self._scaled(self.d_optimizer, loss)
+            total = self._accumulate(total, tape.gradient(scaled, d_vars))
+            self.d_loss_tracker.update_state(tf.reduce_mean(per_example))
+        self.d_optimizer.apply_gradients(zip(total, d_vars))
+
+    def _c_step(self, micro, global_batch, alpha):
+        """Accumulates C's gradients of MSE (+ alpha * GAN through D), then applies them once."""
+        c_vars = self.completion.trainable_variables
+        total = None
+        for part in micro:
+            with tf.GradientTape() as tape:
+                out = self.completion(self._inputs(part), training=self._bn_training)
+                mse = masked_mse_per_example(out, part["image"], part["mask"])
+                per_example = mse
+                if alpha is not None:
+                    completed = masks_lib.composite(out, part["image"], part["mask"])
+                    fake_logits = self._d_logits(completed, part["local_offset"],
+                                                 training=self._bn_training)
+                    gan = bce_with_logits_per_example(fake_logits, 1.0)
+                    per_example = mse + alpha * gan
+                    self.c_gan_tracker.update_state(tf.reduce_mean(gan))
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                scaled = self._scaled(self.c_optimizer, loss)
+            total = self._accumulate(total, tape.gradient(scaled, c_vars))
+            self.c_mse_tracker.update_state(tf.reduce_mean(mse))
+        self.c_optimizer.apply_gradients(zip(total, c_vars))
 
     def train_step(self, data):
-        image, mask = data["image"], data["mask"]
-        c_vars = self.completion.trainable_variables
-        d_vars = self.discriminator.trainable_variables
+        micro = self._micro_batches(data)
+        global_batch = self._global_batch(data)
         if self.phase == 1:
+            self._c_step(micro, global_batch, alpha=None)
+        elif self.phase == 2:
+            # C is fixed: inference mode, so its batch-norm statistics stay untouched too.
+            self._d_step(micro, global_batch, lambda part: masks_lib.composite(
+                self.completion(self._inputs(part), training=False), part["image"],
+                part["mask"]))
+        elif len(micro) == 1:
+            # Algorithm 1's order: a D step on the detached completion, then a C step on
+            # MSE + alpha * GAN through the updated D, from one C forward pass.
+            alpha = self.glcic_config.loss.alpha
+            c_vars = self.completion.trainable_variables
             with tf.GradientTape() as tape:
-                out = self.completion(self._inputs(data), training=True)
-                mse = masked_mse_per_example(out, image, mask)
-                loss = tf.nn.compute_average_loss(mse)
+                out = self.completion(self._inputs(data), training=self._bn_training)
+                completed = masks_lib.composite(out, data["image"], data["mask"])
+                with tape.stop_recording():
+                    self._d_step(micro, global_batch, lambda part: completed)
+                fake_logits = self._d_logits(completed, data["local_offset"],
+                                             training=self._bn_training)
+                mse = masked_mse_per_example(out, data["image"], data["mask"])
+                gan = bce_with_logits_per_example(fake_logits, 1.0)
+                loss = tf.nn.compute_average_loss(mse + alpha * gan,
+                                                  global_batch_size=global_batch)
                 scaled = self._scaled(self.c_optimizer, loss)
             self.c_optimizer.apply_gradients(zip(tape.gradient(scaled, c_vars), c_vars))
             self.c_mse_tracker.update_state(tf.reduce_mean(mse))
-        elif self.phase == 2:
-            out = self.completion(self._inputs(data), training=False)
-            completed = tf.stop_gradient(masks_lib.composite(out, image, mask))
-            with tf.GradientTape() as tape:
-                d_per_example, _ = self._d_losses(data, completed)
-                loss = tf.nn.compute_average_loss(d_per_example)
-                scaled = self._scaled(self.d_optimizer, loss)
-            self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
-            self.d_loss_tracker.update_state(tf.reduce_mean(d_per_example))
-        else:
-            alpha = self.glcic_config.loss.alpha
-            with tf.GradientTape() as c_tape:
-                out = self.completion(self._inputs(data), training=True)
-                completed = masks_lib.composite(out, image, mask)
-                mse = masked_mse_per_example(out, image, mask)
-                # D step on the detached completion, then C's GAN term through the updated D
-                # (the order of the paper's Algorithm 1).
-                with c_tape.stop_recording():
-                    with tf.GradientTape() as d_tape:
-                        d_per_example, _ = self._d_losses(data, tf.stop_gradient(completed))
-                        d_scaled = self._scaled(self.d_optimizer,
-                                                tf.nn.compute_average_loss(d_per_example))
-                    d_grads = d_tape.gradient(d_scaled, d_vars)
-                    self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
-                fake_logits = self._d_logits(completed, data["local_offset"], training=True)
-                gan = bce_with_logits_per_example(fake_logits, 1.0)
-                c_scaled = self._scaled(self.c_optimizer,
-                                        tf.nn.compute_average_loss(mse + alpha * gan))
-            c_grads = c_tape.gradient(c_scaled, c_vars)
-            self.c_optimizer.apply_gradients(zip(c_grads, c_vars))
-            self.c_mse_tracker.update_state(tf.reduce_mean(mse))
             self.c_gan_tracker.update_state(tf.reduce_mean(gan))
-            self.d_loss_tracker.update_state(tf.reduce_mean(d_per_example))
+        else:
+            # Accumulating: every micro-batch's C graph cannot stay alive until D is updated,
+            # so C runs forward twice per micro-batch (for D's inputs, then under C's tape).
+            self._d_step(micro, global_batch, lambda part: masks_lib.composite(
+                self.completion(self._inputs(part), training=self._bn_training),
+                part["image"], part["mask"]))
+            self._c_step(micro, global_batch, alpha=self.glcic_config.loss.alpha)
         return {m.name: m.result() for m in self.metrics}
 
 

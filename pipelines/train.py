@@ -36,6 +36,10 @@ OVERRIDES = {
     "num_holes": ("masks.num_holes", int, "holes per training image"),
     "mask_kind": ("masks.kind", str, "rect | freeform | mixed"),
     "freeform_ratio": ("masks.freeform_ratio", float, "share of free-form masks with mixed"),
+    "mask_files": ("masks.mask_files", str, "glob of your own mask images (white = hole) or "
+                   "mask TFRecords, used with --mask-file-ratio > 0 (glcic_tf.mask_sets)"),
+    "mask_file_ratio": ("masks.mask_file_ratio", float, "share of training examples whose mask "
+                        "comes from --mask-files (the rest follow --mask-kind)"),
     "width": ("model.width", float, "channel multiplier (1.0 = the paper)"),
     "batch_size": ("schedule.batch_size", int, "global batch size"),
     "steps_completion": ("schedule.steps_completion", int, "T_C: completion-only steps"),

@@ -19,18 +19,24 @@ def tiny_config(**overrides):
     return cfg.get_preset("demo").override(base)
 
 
-def make_batch(config, seed=0, batch_size=None):
-    """A batch with the element contract of glcic_tf.data.make_dataset."""
+def make_batch(config, seed=0, batch_size=None, smooth=True):
+    """A batch with the element contract of glcic_tf.data.make_dataset.
+
+    smooth: random colour waves (hole contents predictable from the context); else uniform
+    noise, whose well-spread activations keep batch-norm variances well conditioned (synced
+    batch norm computes E[x^2] - E[x]^2, which loses digits on near-constant channels).
+    """
     rng = np.random.default_rng(seed)
     b = batch_size or config.schedule.batch_size
     s, ls = config.data.image_size, config.masks.local_size
-    # Smooth random colour waves: hole contents are predictable from the context.
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
     freq = rng.uniform(1, 4, size=(b, 1, 1, 3, 2)).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, size=(b, 1, 1, 3)).astype(np.float32)
     image = 0.5 + 0.4 * np.sin(2 * np.pi * (freq[..., 0] * yy[None, :, :, None]
                                             + freq[..., 1] * xx[None, :, :, None]) + phase)
     image = image.astype(np.float32)
+    if not smooth:
+        image = rng.random((b, s, s, 3), dtype=np.float32)
     mask = np.zeros((b, s, s, 1), np.float32)
     offsets = np.zeros((b, 2), np.int32)
     for i in range(b):
@@ -70,8 +76,8 @@ def one_step(config, strategy, init, phase, batch, optimizer_fn=sgd):
 
 # SGD(0.5) updates are linear in the gradient: a replica that averaged its loss over its own
 # batch instead of the global one would be off by 2x, far outside this tolerance. The residual
-# (measured 2e-5 to 3e-5) is float noise amplified by batch norm over few values.
-ATOL = 1e-4  # updates are 0.1-0.3 in size
+# (measured 2e-5 to 2e-4) is float noise amplified by batch norm over few values.
+ATOL = 5e-4  # updates are 0.1-0.3 in size; a mis-scaled loss would be off by ~0.1
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,7 @@ def replica_setup():
                             "masks.local_size": 32, "masks.hole_min": 12, "masks.hole_max": 24,
                             "schedule.batch_size": 8})
     reference = training.build_trainer(config)
-    return config, snapshot(reference), make_batch(config, seed=1)
+    return config, snapshot(reference), make_batch(config, seed=1, smooth=False)
 
 
 @pytest.mark.parametrize("phase", [1, 2, 3])
@@ -179,3 +185,41 @@ def test_run_dir_with_a_different_config_is_refused(tmp_path):
     with pytest.raises(training.TrainingError, match="differs in: schedule.batch_size"):
         training.run_training(config.override({"schedule.batch_size": 8}), str(tmp_path),
                               train_dataset_fn=dataset_fn(config), verbose=0)
+
+
+@pytest.mark.parametrize("phase", [1, 2, 3])
+def test_accumulated_micro_batches_equal_one_big_batch_with_frozen_batch_norm(phase):
+    config = tiny_config(**{"model.freeze_batch_norm": True, "schedule.batch_size": 8})
+    init = snapshot(training.build_trainer(config))
+    batch = make_batch(config, seed=5)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    big = one_step(config, strategy, init, phase, batch)
+    acc = one_step(config.override({"schedule.accumulate": 4}), strategy, init, phase, batch)
+    for a, b, w0 in zip(big[0] + big[1], acc[0] + acc[1], init[0] + init[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert any(not np.array_equal(a, w0) for a, w0 in zip(acc[0] + acc[1], init[0] + init[1]))
+    # Frozen batch norm never touches the moving statistics.
+    for net, w0s in ((0, init[0]), (1, init[1])):
+        trainer = training.build_trainer(config)
+        names = [w.path for w in (trainer.completion if net == 0 else trainer.discriminator).weights]
+        for name, a, w0 in zip(names, acc[net], w0s):
+            if "moving" in name:
+                np.testing.assert_array_equal(a, w0)
+
+
+def test_accumulation_with_live_batch_norm_differs_only_through_statistics():
+    config = tiny_config(**{"schedule.batch_size": 8})
+    init = snapshot(training.build_trainer(config))
+    batch = make_batch(config, seed=6)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    big = one_step(config, strategy, init, 1, batch)
+    acc = one_step(config.override({"schedule.accumulate": 2}), strategy, init, 1, batch)
+    # Batch statistics over 4 instead of 8 examples: close, but not the same update.
+    diffs = [np.abs(a - b).max() for a, b in zip(big[0], acc[0])]
+    assert max(diffs) > 1e-6
+
+
+def test_accumulate_must_divide_the_batch():
+    with pytest.raises(cfg.ConfigError, match=r"batch_size \(8\) must be a multiple of "
+                                              r"schedule.accumulate \(3\)"):
+        tiny_config(**{"schedule.batch_size": 8, "schedule.accumulate": 3})
