@@ -62,25 +62,62 @@ def _preview_batch(config: GLCICConfig, pattern: str) -> dict | None:
         return None
 
 
-def warm_start_fn(source: str, start_phase: int | None):
-    """Loads C (and D when present) from a run dir or C from a SavedModel's variables."""
+def _check_compatible(source: str, theirs: GLCICConfig, ours: GLCICConfig) -> None:
+    """Warm start needs the same network structure and input convention."""
+    fields = {"model.width": (theirs.model.width, ours.model.width),
+              "model.padding": (theirs.model.padding, ours.model.padding),
+              "data.input_convention": (theirs.data.input_convention,
+                                        ours.data.input_convention)}
+    bad = [f"{k}: {a!r} there, {b!r} here" for k, (a, b) in fields.items() if a != b]
+    if bad:
+        raise training.TrainingError(
+            f"--init-from {source} is incompatible ({'; '.join(bad)}); train with its config "
+            f"(--config RUN_DIR/config.json, or the SavedModel's assets/config.json)")
+
+
+def warm_start_fn(source: str, config: GLCICConfig):
+    """Warm start from a run directory (C, and D when present) or a SavedModel export (C).
+
+    A SavedModel's `variables/` is a checkpoint whose root holds the Keras completion network
+    as `completion` (fp32 exports; batch-norm-folded bf16 exports cannot be trained from).
+    Optimizer state always starts fresh.
+    """
+    from glcic_tf import export as export_lib
 
     def init(trainer: training.GLCICTrainer) -> None:
         if runs.is_run_dir(source):
+            _check_compatible(source, GLCICConfig.load(runs.config_path(source)), config)
             path = runs.latest_checkpoint(source)
             if path is None:
                 raise training.TrainingError(f"--init-from {source}: no checkpoint")
             names = {name for name, _ in tf.train.list_variables(path)}
             parts = {"completion": trainer.completion}
-            if any(n.startswith("discriminator/") for n in names):
+            if any(n.startswith(("discriminator/", "optimizer_d/")) for n in names):
                 parts["discriminator"] = trainer.discriminator
-            tf.train.Checkpoint(**parts).restore(path).expect_partial()
-            print(f"glcic_tf: warm start from {path} ({', '.join(parts)}; optimizer state "
-                  f"fresh)", flush=True)
+            tf.train.Checkpoint(**parts).restore(path).expect_partial().assert_nontrivial_match()
         else:
-            raise training.TrainingError(
-                f"--init-from {source}: not a training run directory (needs config.json and "
-                f"checkpoints/)")
+            model_dir = source
+            if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+                try:
+                    model_dir = export_lib.latest_version_dir(source)
+                except Exception as e:  # noqa: BLE001 - reported below with the path
+                    raise training.TrainingError(
+                        f"--init-from {source}: neither a training run directory (config.json + "
+                        f"checkpoints/) nor a SavedModel / TF Serving base path ({e})") from e
+            assets = os.path.join(model_dir, "assets", "config.json")
+            _check_compatible(source, GLCICConfig.load(assets), config)
+            path = os.path.join(model_dir, "variables", "variables")
+            status = tf.train.Checkpoint(completion=trainer.completion).restore(path)
+            try:
+                status.expect_partial().assert_nontrivial_match()
+            except AssertionError as e:
+                raise training.TrainingError(
+                    f"--init-from {model_dir}: no completion network in its variables (a "
+                    f"batch-norm-folded bf16 export?); export in float32 to fine-tune") from e
+            path = model_dir
+            parts = {"completion": trainer.completion}
+        print(f"glcic_tf: warm start from {path} ({', '.join(parts)}; optimizer state "
+              f"fresh)", flush=True)
 
     return init
 
@@ -114,7 +151,7 @@ def train(options: TrainOptions) -> training.TrainingResult:
         return data_lib.make_dataset(train_pattern, config, training=True, input_context=ctx)
 
     preview = _preview_batch(config, val_pattern or train_pattern)
-    init_fn = warm_start_fn(options.init_from, options.start_phase) if options.init_from else None
+    init_fn = warm_start_fn(options.init_from, config) if options.init_from else None
     t0 = time.perf_counter()
     try:
         result = training.run_training(config, options.run_dir, train_dataset_fn=dataset_fn,

@@ -200,3 +200,35 @@ def test_multiworker_two_local_workers_train_identically_and_only_chief_writes(s
     assert os.path.exists(tmp_path / "run0" / "config.json")
     leftover = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "run1") for f in fs]
     assert leftover == [], leftover
+
+
+def test_init_from_run_dir_and_saved_model_continue_from_those_weights(shards, tmp_path):
+    from glcic_tf import export, runs
+
+    base = [sys.executable, TRAIN, "--data", shards, *TINY_FLAGS, "--checkpoint-every", "5"]
+    first = str(tmp_path / "first")
+    out = subprocess.run(base + ["--out", first, "--steps-completion", "3",
+                                 "--steps-discriminator", "2", "--steps-joint", "0"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, c_first, _ = runs.load_completion_network(first)
+    saved = export.export_from_run(first, str(tmp_path / "export" / "glcic"))
+    for source in (first, saved):
+        second = str(tmp_path / ("second-" + os.path.basename(source)))
+        # Zero learning rates: the warm-started weights must come through unchanged.
+        out = subprocess.run(base + ["--out", second, "--init-from", source, "--start-phase",
+                                     "3", "--steps-completion", "3", "--steps-discriminator",
+                                     "2", "--steps-joint", "2", "--lr-completion", "1e-30"],
+                             env=_env(), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        assert "warm start from" in out.stdout and "starting in phase 3 at step 5" in out.stdout
+        assert "phase 1/3" not in out.stdout
+        _, c_second, step = runs.load_completion_network(second)
+        assert step == 7
+        kernel = c_second.get_layer("conv1").kernel.numpy()
+        np.testing.assert_allclose(kernel, c_first.get_layer("conv1").kernel.numpy(), atol=1e-6)
+    bad = subprocess.run(base + ["--out", str(tmp_path / "bad"), "--init-from", first,
+                                 "--width", "0.125"], env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1
+    assert "is incompatible (model.width: 0.0625 there, 0.125 here" in bad.stderr
