@@ -212,12 +212,13 @@ def discriminator_logits(discriminator: keras.Model) -> keras.Model:
 
 
 def receptive_field(dilations=(2, 4, 8, 16)) -> int:
-    """Theoretical receptive field (pixels) of the completion network per Table 1.
+    """Nominal receptive field (pixels) of the completion network per Table 1.
 
     Sums (k - 1) * dilation * jump over the layers; a 4x4 stride-2 deconvolution output depends
-    on 2 input pixels per axis. This is an upper bound; the extent measured for a given pixel
-    with Keras 'same' padding (tests/test_models.py) is 2 pixels smaller because of stride
-    alignment.
+    on 2 input pixels per axis. The extent actually measured (input gradients of one output
+    pixel) depends on the pixel's position modulo 4 because of stride alignment: 299 pixels at
+    the image centre with Keras 'same' padding (tests/test_models.py), 299-303 elsewhere, and
+    not centred: an output reaches up to 153 pixels to one side (`completion.CONTEXT_MARGIN`).
     """
     rf, jump = 1, 1
     dil = iter(dilations)

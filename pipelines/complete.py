@@ -4,8 +4,11 @@ MODEL is a training run directory, a SavedModel directory (its `complete` signat
 a TF Serving base path (its highest integer version). White in the mask (>= 0.2) is the hole;
 gray, RGB and RGBA masks are accepted. Images of any size; the long side is scaled down to
 --maxdim for the network and the result is written at the input's size, with the input's own
-pixels outside the hole. Without --mask, 2-4 random rectangles (sides 32-128 px) are drawn from
---seed, as the official tool does, and the mask used is written beside the output.
+pixels outside the hole. --maxdim 0 keeps full resolution: only crops around the holes (with
+153 px of context, the reach of the network's receptive field) go through the network, tiled
+when a region exceeds --max-region-pixels, so memory depends on the holes, not on the image.
+Without --mask, 2-4 random rectangles (sides 32-128 px) are drawn from --seed, as the official
+tool does, and the mask used is written beside the output.
 
 Usage:
   python pipelines/complete.py --model runs/demo --image in.jpg --mask mask.png --out out.png
@@ -13,6 +16,8 @@ Usage:
   python pipelines/complete.py --model models/glcic/3 --image in.png --out out.png --seed 7
   python pipelines/complete.py --model runs/demo --image in.png --mask m.png --out o.png \
       --maxdim 800 --no-postprocess
+  python pipelines/complete.py --model models/glcic --image 4000x3000.jpg --mask m.png \
+      --out full.png --maxdim 0
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from glcic_tf import completion  # numpy only; TensorFlow starts in main()
+
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__[__doc__.index("MODEL is"):],
@@ -36,14 +43,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, metavar="OUT",
                         help="output image file, or a folder for a folder of images")
     parser.add_argument("--maxdim", type=int, default=500,
-                        help="long side the network sees at most (default: 500)")
+                        help="long side the network sees at most (default: 500); 0 = full "
+                             "resolution, completing crops around the holes")
+    parser.add_argument("--context-margin", type=int, default=completion.CONTEXT_MARGIN,
+                        metavar="PX",
+                        help="with --maxdim 0: context pixels kept on each side of the holes "
+                             "(default: %(default)s, the receptive field's reach; less is "
+                             "faster but changes the result)")
+    parser.add_argument("--max-region-pixels", type=int,
+                        default=completion.DEFAULT_REGION_PIXELS, metavar="N",
+                        help="with --maxdim 0: most pixels of one network pass; larger regions "
+                             "are tiled (default: %(default)s, about 2 GiB at full width on "
+                             "CPU)")
     parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
                         help="skip fast marching + Poisson blending")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random holes when no --mask is given (default: 0)")
     args = parser.parse_args(argv)
-    if args.maxdim < 4:
-        parser.error(f"--maxdim must be >= 4, got {args.maxdim}")
+    if args.maxdim != 0 and args.maxdim < 4:
+        parser.error(f"--maxdim must be >= 4, or 0 for full resolution, got {args.maxdim}")
+    try:
+        completion.plan_regions([[False]], margin=args.context_margin,
+                                max_pixels=args.max_region_pixels)  # checks both
+    except completion.CompletionError as e:
+        parser.error(f"--context-margin / --max-region-pixels: {e}")
     return args
 
 
@@ -55,7 +78,8 @@ def main(args: argparse.Namespace) -> int:
         completer = completion.Completer.from_path(args.model)
         written = completion.complete_files(
             completer, args.image, args.mask, args.out, maxdim=args.maxdim,
-            postprocess=args.postprocess, seed=args.seed)
+            postprocess=args.postprocess, seed=args.seed, context_margin=args.context_margin,
+            max_region_pixels=args.max_region_pixels)
     except (completion.CompletionError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
