@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from glcic_tf import data as data_lib
 from glcic_tf import runs, training
-from glcic_tf.config import GLCICConfig
+from glcic_tf.config import DEFAULT_MEAN_PIXEL, GLCICConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,11 @@ def warm_start_fn(source: str, config: GLCICConfig):
 def train(options: TrainOptions) -> training.TrainingResult:
     config = options.config
     train_pattern, val_pattern, info = resolve_data(options)
-    if info is not None and info.get("mean_pixel") is not None:
+    # The dataset's mean replaces the default one; a mean set explicitly (--mean-pixel, or in a
+    # --config such as an imported Torch7 model's, which must keep the mean it was trained with)
+    # wins.
+    if (info is not None and info.get("mean_pixel") is not None
+            and tuple(config.data.mean_pixel) == DEFAULT_MEAN_PIXEL):
         mean = tuple(float(v) for v in info["mean_pixel"])
         if mean != tuple(config.data.mean_pixel):
             config = config.with_mean_pixel(mean)

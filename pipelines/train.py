@@ -52,6 +52,7 @@ OVERRIDES = {
     "keep_checkpoints": ("schedule.keep_checkpoints", int, "checkpoints kept"),
     "log_every": ("schedule.log_every", int, "TensorBoard scalar period (steps)"),
     "image_every": ("schedule.image_every", int, "TensorBoard image period (steps)"),
+    "accumulate": ("schedule.accumulate", int, "micro-batches per step (gradient accumulation)"),
     "precision": ("precision", str, "float32 | mixed_float16 (GPU) | mixed_bfloat16 (CPU/TPU)"),
     "seed": ("seed", int, "random seed"),
     "shuffle_buffer": ("data.shuffle_buffer", int, "examples in the shuffle buffer"),
@@ -61,6 +62,8 @@ BOOL_OVERRIDES = {
     "random_flip": ("data.random_flip", "random horizontal flips"),
     "skip_corrupt": ("data.skip_corrupt", "skip (and log) corrupt records instead of failing"),
     "deterministic": ("data.deterministic", "deterministic input order"),
+    "freeze_batch_norm": ("model.freeze_batch_norm", "batch norm in inference mode while training"),
+    "mask_file_invert": ("masks.mask_file_invert", "mask files mark holes in black"),
 }
 
 

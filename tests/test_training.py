@@ -223,3 +223,22 @@ def test_accumulate_must_divide_the_batch():
     with pytest.raises(cfg.ConfigError, match=r"batch_size \(8\) must be a multiple of "
                                               r"schedule.accumulate \(3\)"):
         tiny_config(**{"schedule.batch_size": 8, "schedule.accumulate": 3})
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_all_phases_with_float32_weights(tmp_path, precision):
+    import keras
+
+    config = tiny_config(**{"precision": precision, "schedule.steps_completion": 1,
+                            "schedule.steps_discriminator": 1, "schedule.steps_joint": 1})
+    result = training.run_training(config, str(tmp_path), train_dataset_fn=dataset_fn(config),
+                                   verbose=0)
+    assert result.finished and result.step == 3
+    trainer = training._LAST_TRAINER
+    assert trainer.completion.get_layer("conv1").compute_dtype == precision.split("_")[1]
+    assert all(w.dtype == "float32" for w in trainer.completion.weights)
+    if precision == "mixed_float16":
+        assert isinstance(trainer.c_optimizer, keras.optimizers.LossScaleOptimizer)
+    for summary in result.phase_summaries:
+        assert all(np.isfinite(v) for k, v in summary.items() if k != "phase")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
