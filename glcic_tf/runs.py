@@ -41,6 +41,24 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return tf.train.latest_checkpoint(checkpoint_dir(run_dir))
 
 
+def save_completion_run(run_dir: str, config, completion, step: int = 0) -> str:
+    """Writes a run directory holding only a completion network (imports, tests, tools).
+
+    config.json plus a CheckpointManager checkpoint of `tf.train.Checkpoint(step, completion)`:
+    the subset of training's object graph that `load_completion_network` reads.
+
+    Returns:
+      The checkpoint path.
+    """
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(run_dir)
+    config.save(config_path(run_dir))
+    ckpt = tf.train.Checkpoint(step=tf.Variable(step, dtype=tf.int64), completion=completion)
+    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir(run_dir), max_to_keep=1)
+    return manager.save(checkpoint_number=step)
+
+
 def load_completion_network(run_dir: str, checkpoint: str | None = None):
     """Returns (config, completion network with the run's latest weights, step).
 

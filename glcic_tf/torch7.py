@@ -1002,12 +1002,7 @@ def import_torch7(t7_path: str, run_dir: str, *, preset: str = "paper", mean_pix
             raise Torch7Error(f"{t7_path}: the imported Keras network differs from the Torch "
                               f"reference by {max_diff:.3g} > {tolerance} (max abs output)")
 
-    tf.io.gfile.makedirs(run_dir)
-    config.save(runs.config_path(run_dir))
-    step = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(step=step, completion=completion)
-    manager = tf.train.CheckpointManager(checkpoint, runs.checkpoint_dir(run_dir), max_to_keep=1)
-    saved = manager.save(checkpoint_number=0)
+    saved = runs.save_completion_run(run_dir, config, completion, step=0)
     info = {
         "source": os.path.abspath(t7_path) if "://" not in t7_path else t7_path,
         "sha256": hashlib.sha256(data).hexdigest(),

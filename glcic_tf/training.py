@@ -616,7 +616,8 @@ def _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn, st
             if multiworker:
                 logs = _custom_loop(trainer, strategy, train_dataset_fn, remaining, callback)
             else:
-                history = trainer.fit(training_features(train_dataset_fn(None)), epochs=1, steps_per_epoch=remaining,
+                history = trainer.fit(training_features(train_dataset_fn(None)), epochs=1,
+                                      steps_per_epoch=remaining,
                                       callbacks=[callback], verbose=verbose)
                 logs = {k: float(v[-1]) for k, v in history.history.items()}
             done = int(step.numpy()) - current

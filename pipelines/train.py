@@ -9,7 +9,8 @@ Usage:
   python pipelines/train.py --data 'shards/places-train-*.tfrecord' --out runs/places2
 
   # Overrides map 1:1 onto config fields; --config loads a JSON config first.
-  python pipelines/train.py --data '...' --batch-size 32 --steps-joint 100000 --precision mixed_float16
+  python pipelines/train.py --data '...' --batch-size 32 --steps-joint 100000 \
+      --precision mixed_float16
 
   # Several machines: the same command on each, TF_CONFIG set per worker.
   TF_CONFIG='{"cluster": {...}, "task": {"type": "worker", "index": 0}}' \

@@ -25,7 +25,8 @@ def test_completion_network_parameter_count_matches_hand_arithmetic():
               (3, 256, 256)] + [(3, 256, 256)] * 4 + [(3, 256, 256)] * 2 + [
         (4, 256, 128), (3, 128, 128), (4, 128, 64), (3, 64, 32), (3, 32, 3)]
     assert len(layers) == 17
-    expected = sum(conv_params(*l) for l in layers) + sum(bn_params(l[2]) for l in layers[:-1])
+    expected = (sum(conv_params(*layer) for layer in layers)
+                + sum(bn_params(layer[2]) for layer in layers[:-1]))
     assert expected == 6_072_131
     assert trainable_params(models.completion_network()) == 6_072_131
 
@@ -49,23 +50,24 @@ def test_context_discriminator_parameter_count_matches_hand_arithmetic():
 
 def test_layer_names_follow_the_paper():
     c = models.completion_network(width=0.125)
-    names = {l.name for l in c.layers}
+    names = {layer.name for layer in c.layers}
     for n in ["conv1", "conv6", "dilated_conv_d2", "dilated_conv_d4", "dilated_conv_d8",
               "dilated_conv_d16", "conv7", "conv8", "deconv1", "conv9", "deconv2", "conv10",
               "output_conv", "conv1_bn", "deconv2_relu"]:
         assert n in names, n
-    convs = [l for l in c.layers
-             if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    convs = [layer for layer in c.layers
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
     assert len(convs) == 17
-    assert len([l for l in c.layers if isinstance(l, keras.layers.BatchNormalization)]) == 16
+    bns = [layer for layer in c.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 16
     assert [c.get_layer(f"dilated_conv_d{d}").dilation_rate for d in (2, 4, 8, 16)] == [
         (2, 2), (4, 4), (8, 8), (16, 16)]
     d = models.context_discriminator(64, 32, width=0.125)
     g = d.get_layer("global_discriminator")
     lo = d.get_layer("local_discriminator")
-    assert [l.name for l in g.layers if isinstance(l, keras.layers.Conv2D)] == [
+    assert [layer.name for layer in g.layers if isinstance(layer, keras.layers.Conv2D)] == [
         f"global_conv{i}" for i in range(1, 7)]
-    assert [l.name for l in lo.layers if isinstance(l, keras.layers.Conv2D)] == [
+    assert [layer.name for layer in lo.layers if isinstance(layer, keras.layers.Conv2D)] == [
         f"local_conv{i}" for i in range(1, 6)]
     assert g.get_layer("global_fc").units == 128 and lo.get_layer("local_fc").units == 128
 
@@ -133,17 +135,17 @@ def test_width_scales_channels_not_structure():
     full = models.completion_network()
     small = models.completion_network(width=0.25)
     assert len(full.layers) == len(small.layers)
-    assert [l.name for l in full.layers] == [l.name for l in small.layers]
+    assert [layer.name for layer in full.layers] == [layer.name for layer in small.layers]
     assert small.get_layer("conv1").filters == 16 and small.get_layer("output_conv").filters == 3
 
 
 def test_synchronized_batch_norm_is_selectable():
     c = models.completion_network(width=1 / 16, config=ModelConfig(sync_batch_norm=True))
-    assert all(l.synchronized for l in c.layers
-               if isinstance(l, keras.layers.BatchNormalization))
+    assert all(layer.synchronized for layer in c.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
     c = models.completion_network(width=1 / 16)
-    assert not any(l.synchronized for l in c.layers
-                   if isinstance(l, keras.layers.BatchNormalization))
+    assert not any(layer.synchronized for layer in c.layers
+                   if isinstance(layer, keras.layers.BatchNormalization))
 
 
 @pytest.mark.parametrize("kwargs, message", [

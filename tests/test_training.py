@@ -201,7 +201,8 @@ def test_accumulated_micro_batches_equal_one_big_batch_with_frozen_batch_norm(ph
     # Frozen batch norm never touches the moving statistics.
     for net, w0s in ((0, init[0]), (1, init[1])):
         trainer = training.build_trainer(config)
-        names = [w.path for w in (trainer.completion if net == 0 else trainer.discriminator).weights]
+        network = trainer.completion if net == 0 else trainer.discriminator
+        names = [w.path for w in network.weights]
         for name, a, w0 in zip(names, acc[net], w0s):
             if "moving" in name:
                 np.testing.assert_array_equal(a, w0)
