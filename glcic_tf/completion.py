@@ -31,6 +31,33 @@ budget tiled with overlapping context; hole pixels get exactly what a pass over 
 would give them, and post-processing runs on a crop around each region too. Memory depends on
 the holes, not on the image (a 4000x3000 photo with a 300x300 hole: one ~608x608 pass).
 
+Precision: `Completer.from_model(..., precision="bfloat16")` (and bf16 exports, see
+`glcic_tf.export`) fold batch norm into the convolutions (`FoldedNetwork`) and compute in
+bfloat16, except the convolutions in BFLOAT16_FLOAT32_LAYERS: conv1, conv2, conv10 and
+output_conv compute in float32 (11.6 of 130 GMAC at 512x512, 9%). conv1 and output_conv buy the
+most PSNR per FLOP (conv1 sees the raw image: rounding its input and 4-channel kernel costs
+~0.9 dB); conv2 and conv10 add ~0.2-0.4 dB each. Measured on a 2-core Xeon with AVX512_BF16
+(TF 2.16.2, oneDNN), full-width network with random He-normal weights
+(`glcic_tf.benchmarks.completion.he_normal_weights`; a trained network's figures may differ),
+512x512 random image with a centre hole, PSNR of the network output against the float32 Keras
+model's, latency the fastest of 9 interleaved calls on a loaded machine (medians in the
+benchmark's JSON):
+
+  float32 layers                       PSNR dB (weights seed 0 / 1 / 2 / 3)  latency
+  none (all bf16)                      39.28 / 39.48 /   -   /   -           0.63 s
+  conv1                                40.16 / 39.88 /   -   /   -           0.62-0.65 s
+  conv1, output_conv                   40.45 / 39.95 / 40.76 / 46.76         0.62-0.64 s
+  conv1, conv10, output_conv           40.62 / 39.92 / 40.89 / 46.76         0.65-0.66 s
+  conv1, conv2, output_conv            40.65 / 40.05 / 40.91 / 47.04         0.65-0.66 s
+  conv1, conv2, conv10, output_conv    40.84 / 40.01 / 41.12 / 47.08         0.69 s  <- default
+  conv1, deconv2, conv10, output_conv  40.97 / 40.02 / 41.30 / 47.32         ~0.75 s (not timed)
+  all float32 (folded)                 inf                                   1.21-1.22 s
+
+conv1 + conv2 + output_conv already stays above 40 dB for the four weight seeds and is ~0.03 s
+faster; the default adds conv10 for margin on the benchmark's seed 0 (+0.2 dB, 40.8 dB) and
+seeds 2-3, still well within the 0.80 s target. Pass `float32_layers=()` for an all-bf16
+network (fastest, ~39.3 dB).
+
 Usage:
   completer = Completer.from_path("runs/demo")        # run dir, SavedModel or serving base path
   out = completer.complete(load_image("in.png"), load_mask("mask.png"))
@@ -49,6 +76,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 HOLE_THRESHOLD = 0.2
+PRECISIONS = ("float32", "bfloat16")
 DEFAULT_MAXDIM = 500
 # ITU-R 601 luma weights (they add up to exactly 1, so white stays 1.0).
 LUMA = (0.299, 0.587, 0.114)
@@ -62,6 +90,8 @@ _CLONE_MARGIN = 2
 _CLONE_PAD = 4
 # Resized holes above this count as hole: any overlap with the full-resolution hole.
 _RESIZED_HOLE_EPS = 1e-3
+# Convolutions that compute in float32 when precision is "bfloat16" (see the module docstring).
+BFLOAT16_FLOAT32_LAYERS = ("conv1", "conv2", "conv10", "output_conv")
 
 # complete_fn(image [B, h, w, 3] float32 in [0, 1], hole [B, h, w, 1] float32 0/1) -> composite
 CompleteFn = Callable[..., "object"]
@@ -160,38 +190,48 @@ class FoldedNetwork:
     model's layers are walked; ZeroPadding2D, dilated, strided and transposed convolutions are
     supported); results differ from the Keras model by float rounding only (~1e-5 in float32).
 
+    With `compute_dtype="bfloat16"` the convolutions named in `float32_layers` keep float32
+    kernels and compute in float32 (their input is cast up, their output stays float32 until
+    the next bfloat16 layer casts it down); see `BFLOAT16_FLOAT32_LAYERS` for the default.
+    `layer_dtypes` maps every convolution's name to the dtype it computes in.
+
     Build it with `fold_batch_norm(model, dtype)`, which checks it against the Keras model.
     """
 
-    def __init__(self, model, compute_dtype: str = "float32"):
+    def __init__(self, model, compute_dtype: str = "float32",
+                 float32_layers: Sequence[str] = ()):
         import keras
         import tensorflow as tf
 
         self.compute_dtype = tf.as_dtype(compute_dtype)
+        if self.compute_dtype not in (tf.float32, tf.bfloat16):
+            raise ValueError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
         self.name = model.name
         self.variables = []
-        self._steps = []  # (kind, attributes, kernel index) in call order
+        self.layer_dtypes: dict[str, str] = {}
+        self._steps = []  # (kind, attributes, kernel index, dtype) in call order
         layers = [layer for layer in model.layers
                   if not isinstance(layer, keras.layers.InputLayer)]
         if not layers or not isinstance(layers[0], keras.layers.Concatenate):
             raise NotImplementedError("expected the input concatenation first")
-        convs = []  # [kind, kernel, bias, attributes]
+        convs = []  # [kind, kernel, bias, attributes, layer name]
         for layer in layers[1:]:
             if isinstance(layer, keras.layers.ZeroPadding2D):
-                convs.append(["pad", None, None, {"padding": layer.padding}])
+                convs.append(["pad", None, None, {"padding": layer.padding}, layer.name])
             elif isinstance(layer, keras.layers.Conv2DTranspose):
                 kernel, bias = (w.numpy() for w in layer.weights)
                 convs.append(["deconv", kernel, bias, {"strides": layer.strides,
-                                                       "padding": layer.padding}])
+                                                       "padding": layer.padding}, layer.name])
             elif isinstance(layer, keras.layers.Conv2D):
                 kernel, bias = (w.numpy() for w in layer.weights)
                 convs.append(["conv", kernel, bias, {"strides": layer.strides,
                                                      "padding": layer.padding,
-                                                     "dilation": layer.dilation_rate}])
+                                                     "dilation": layer.dilation_rate},
+                              layer.name])
             elif isinstance(layer, keras.layers.BatchNormalization):
                 if not convs or convs[-1][0] not in ("conv", "deconv"):
                     raise NotImplementedError(f"{layer.name}: batch norm not after a conv")
-                kind, kernel, bias, attrs = convs[-1]
+                kind, kernel, bias, attrs, name = convs[-1]
                 var = layer.moving_variance.numpy()
                 scale = 1.0 / np.sqrt(var + layer.epsilon)
                 if layer.gamma is not None:
@@ -201,23 +241,30 @@ class FoldedNetwork:
                     shift = shift + layer.beta.numpy()
                 # Output channels: last axis of a Conv2D kernel, axis 2 of a transposed one.
                 kernel = kernel * (scale if kind == "conv" else scale[:, None])
-                convs[-1] = [kind, kernel, bias * scale + shift, attrs]
+                convs[-1] = [kind, kernel, bias * scale + shift, attrs, name]
             elif isinstance(layer, keras.layers.ReLU):
-                convs.append(["relu", None, None, {}])
+                convs.append(["relu", None, None, {}, layer.name])
             elif isinstance(layer, keras.layers.Activation) and layer.name == "completion":
-                convs.append(["sigmoid", None, None, {}])
+                convs.append(["sigmoid", None, None, {}, layer.name])
             else:
                 raise NotImplementedError(f"{layer.name}: unsupported layer "
                                           f"{type(layer).__name__}")
-        for kind, kernel, bias, attrs in convs:
+        conv_names = [name for kind, _, _, _, name in convs if kind in ("conv", "deconv")]
+        unknown = sorted(set(float32_layers) - set(conv_names))
+        if unknown:
+            raise ValueError(f"float32_layers: {unknown} are not convolutions of {model.name} "
+                             f"(it has {conv_names})")
+        dtype = self.compute_dtype
+        for kind, kernel, bias, attrs, name in convs:
             index = None
             if kernel is not None:
+                dtype = tf.float32 if name in float32_layers else self.compute_dtype
+                self.layer_dtypes[name] = dtype.name
                 index = len(self.variables)
-                self.variables.append(tf.Variable(kernel, dtype=self.compute_dtype,
-                                                  trainable=False))
-                self.variables.append(tf.Variable(bias, dtype=self.compute_dtype,
-                                                  trainable=False))
-            self._steps.append((kind, attrs, index))
+                self.variables.append(tf.Variable(kernel, dtype=dtype, trainable=False))
+                self.variables.append(tf.Variable(bias, dtype=dtype, trainable=False))
+            # Padding and activations run in the dtype of the convolution they belong to.
+            self._steps.append((kind, attrs, index, dtype))
 
     def __call__(self, inputs, training: bool = False):
         """inputs: {"image": [B, H, W, 3], "mask": [B, H, W, 1]} -> [B, H, W, 3] float32."""
@@ -225,8 +272,9 @@ class FoldedNetwork:
 
         x = tf.concat([tf.cast(inputs["image"], tf.float32), tf.cast(inputs["mask"], tf.float32)],
                       axis=-1)
-        x = tf.cast(x, self.compute_dtype)
-        for kind, attrs, index in self._steps:
+        for kind, attrs, index, dtype in self._steps:
+            if kind in ("conv", "deconv"):
+                x = tf.cast(x, dtype)  # no-op when already in this layer's dtype
             if kind == "pad":
                 (top, bottom), (left, right) = attrs["padding"]
                 x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
@@ -251,7 +299,13 @@ class FoldedNetwork:
         return tf.cast(x, tf.float32)
 
 
-def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True):
+def default_float32_layers(compute_dtype: str) -> tuple[str, ...]:
+    """The layers kept in float32 by default: `BFLOAT16_FLOAT32_LAYERS` for bfloat16, else ()."""
+    return BFLOAT16_FLOAT32_LAYERS if str(compute_dtype) == "bfloat16" else ()
+
+
+def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True,
+                    float32_layers: Sequence[str] | None = None):
     """`FoldedNetwork` of a Keras completion network, or the Keras model if it cannot be folded.
 
     Args:
@@ -259,15 +313,23 @@ def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True
       compute_dtype: "float32" or "bfloat16".
       check: compare with the Keras model on a random 32x32 input; a mismatch is a bug and
         raises RuntimeError.
+      float32_layers: with bfloat16, the convolutions (layer names) that compute in float32;
+        None = `default_float32_layers(compute_dtype)` (`BFLOAT16_FLOAT32_LAYERS`), () = all
+        bfloat16.
 
     Returns:
       A callable `net(inputs, training=False)`; the Keras model itself (with a warning) when its
       layers are not the ones `FoldedNetwork` knows.
+
+    Raises:
+      ValueError: a name in `float32_layers` is not a convolution of the model.
     """
     import logging
 
+    if float32_layers is None:
+        float32_layers = default_float32_layers(compute_dtype)
     try:
-        folded = FoldedNetwork(model, compute_dtype)
+        folded = FoldedNetwork(model, compute_dtype, float32_layers)
     except NotImplementedError as e:
         logging.getLogger("glcic_tf.completion").warning(
             "batch norm not folded (%s); using the Keras model", e)
@@ -829,13 +891,18 @@ class Completer:
     `complete(image, mask)`.
     """
 
-    def __init__(self, config, complete_fn: CompleteFn, *, source: str, step: int | None = None):
-        """Wraps a batched `complete_fn` (see `keras_complete_fn`); prefer the from_* builders."""
+    def __init__(self, config, complete_fn: CompleteFn, *, source: str, step: int | None = None,
+                 precision: str | None = None):
+        """Wraps a batched `complete_fn` (see `keras_complete_fn`); prefer the from_* builders.
+
+        `precision` ("float32", "bfloat16" or None = unknown) is for information only.
+        """
         import tensorflow as tf
 
         self.config = config
         self.source = source
         self.step = step
+        self.precision = precision
         self._complete_fn = complete_fn
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
@@ -859,33 +926,52 @@ class Completer:
 
     @classmethod
     def from_model(cls, config, model, *, source: str = "keras model", step: int | None = None,
-                   precision: str = "float32", fold: bool = False) -> "Completer":
+                   precision: str = "float32", fold: bool = False,
+                   float32_layers: Sequence[str] | None = None) -> "Completer":
         """A Keras completion network with the config it was trained with (`config.data`).
 
         Args:
-          precision: "float32", or "bfloat16" (computes in bf16; implies `fold`).
+          precision: "float32", or "bfloat16" (implies `fold`): computes in bf16 except the
+            convolutions in `float32_layers`.
           fold: fold batch norm into the convolutions (faster; float rounding differences).
+          float32_layers: with bfloat16, the convolutions kept in float32; None =
+            `BFLOAT16_FLOAT32_LAYERS` (first conv, conv2 and the last two convs), () = all bf16.
         """
-        if precision not in ("float32", "bfloat16"):
+        if precision not in PRECISIONS:
             raise CompletionError(f"precision must be float32 or bfloat16, got {precision!r}")
         if fold or precision == "bfloat16":
-            model = fold_batch_norm(model, precision)
-        return cls(config, keras_complete_fn(model, config.data), source=source, step=step)
+            model = fold_batch_norm(model, precision, float32_layers=float32_layers)
+        return cls(config, keras_complete_fn(model, config.data), source=source, step=step,
+                   precision=precision)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str) -> "Completer":
-        """The latest checkpoint of a training run directory (see `glcic_tf.runs`)."""
+    def from_run_dir(cls, run_dir: str, precision: str = "float32") -> "Completer":
+        """The latest checkpoint of a training run directory (see `glcic_tf.runs`).
+
+        Args:
+          precision: "float32" or "bfloat16" (see `from_model`).
+        """
         from glcic_tf import runs
 
+        if precision not in PRECISIONS:
+            raise CompletionError(f"precision must be float32 or bfloat16, got {precision!r}")
         try:
             config, model, step = runs.load_completion_network(run_dir)
         except FileNotFoundError as e:
             raise CompletionError(str(e)) from e
-        return cls.from_model(config, model, source=f"run {run_dir} (step {step})", step=step)
+        return cls.from_model(config, model, source=f"run {run_dir} (step {step})", step=step,
+                              precision=precision)
 
     @classmethod
-    def from_saved_model(cls, path: str) -> "Completer":
-        """A SavedModel written by `glcic_tf.export` (its `complete` signature)."""
+    def from_saved_model(cls, path: str, precision: str | None = None) -> "Completer":
+        """A SavedModel written by `glcic_tf.export` (its `complete` signature).
+
+        Args:
+          path: the SavedModel directory.
+          precision: None, or the precision the caller expects: a SavedModel computes in the
+            precision it was exported with (`assets/export.json`), so a different one raises
+            CompletionError (re-export with that precision, or complete from the run dir).
+        """
         import tensorflow as tf
 
         from glcic_tf.config import GLCICConfig
@@ -899,34 +985,52 @@ class Completer:
         signature = loaded.signatures["complete"]
         config_file = os.path.join(path, "assets", "config.json")
         config = GLCICConfig.load(config_file) if os.path.isfile(config_file) else None
-        step = None
+        if precision is not None and precision not in PRECISIONS:
+            raise CompletionError(f"precision must be float32 or bfloat16, got {precision!r}")
+        info = {}
         info_file = os.path.join(path, "assets", "export.json")
         if os.path.isfile(info_file):
             with open(info_file) as f:
-                step = json.load(f).get("step")
+                info = json.load(f)
+        exported = info.get("precision")
+        if precision is not None and precision != exported:
+            raise CompletionError(
+                f"{path}: this SavedModel computes in {exported or 'an unknown precision'} "
+                f"(its assets/export.json), not {precision}; the precision of a SavedModel is "
+                f"fixed at export: omit --precision, export with --precision {precision}, or "
+                f"complete from the training run directory")
 
         def fn(image, hole):
             return signature(image=image, mask=hole)["completed"]
 
-        completer = cls(config, fn, source=f"SavedModel {path}", step=step)
+        completer = cls(config, fn, source=f"SavedModel {path}", step=info.get("step"),
+                        precision=exported)
         completer._loaded = loaded  # keep the restored variables alive
         return completer
 
     @classmethod
-    def from_path(cls, path: str) -> "Completer":
-        """A run dir, a SavedModel dir, or a TF Serving base path (its highest version)."""
+    def from_path(cls, path: str, precision: str | None = None) -> "Completer":
+        """A run dir, a SavedModel dir, or a TF Serving base path (its highest version).
+
+        Args:
+          path: the model directory.
+          precision: "float32" or "bfloat16" for a run dir (None = float32); for a SavedModel
+            None or the precision it was exported with (see `from_saved_model`).
+        """
         from glcic_tf import runs
 
+        if precision is not None and precision not in PRECISIONS:
+            raise CompletionError(f"precision must be float32 or bfloat16, got {precision!r}")
         if not os.path.isdir(path):
             raise CompletionError(f"{path}: model directory not found")
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            return cls.from_saved_model(path)
+            return cls.from_saved_model(path, precision)
         if runs.is_run_dir(path):
-            return cls.from_run_dir(path)
+            return cls.from_run_dir(path, precision or "float32")
         versions = [int(n) for n in os.listdir(path) if n.isdigit()
                     and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
         if versions:
-            return cls.from_saved_model(os.path.join(path, str(max(versions))))
+            return cls.from_saved_model(os.path.join(path, str(max(versions))), precision)
         raise CompletionError(
             f"{path}: not a training run dir (config.json + checkpoints/), a SavedModel "
             f"(saved_model.pb) or a TF Serving base path (integer version subdirectories)")

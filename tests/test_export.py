@@ -242,7 +242,55 @@ def test_complete_signature_and_completer_from_saved_model(exported):
     assert latest.source.endswith(os.path.join("glcic", "2"))
     c = latest.complete(image, hole, postprocess=False)
     assert psnr(c[hole] / 255.0, a[hole] / 255.0) > 30
-    assert {v.dtype for v in latest._loaded.folded_variables} == {tf.bfloat16}
+    assert latest.precision == "bfloat16"
+    with open(os.path.join(exported["bf16"], "assets", "export.json")) as f:
+        layer_dtypes = json.load(f)["layer_dtypes"]
+    # Kernel and bias per convolution, in layer order; the documented layers stay float32.
+    dtypes = [v.dtype.name for v in latest._loaded.folded_variables]
+    assert dtypes[0::2] == dtypes[1::2] == list(layer_dtypes.values())
+    assert [n for n, d in layer_dtypes.items() if d == "float32"] == list(
+        completion.BFLOAT16_FLOAT32_LAYERS)
+
+
+def test_saved_model_precision_is_the_exports(exported, tmp_path, capsys):
+    with pytest.raises(completion.CompletionError,
+                       match=r"glcic/1: this SavedModel computes in float32 .*not bfloat16"):
+        completion.Completer.from_path(exported["fp32"], precision="bfloat16")
+    assert completion.Completer.from_path(exported["fp32"], "float32").precision == "float32"
+    assert completion.Completer.from_path(exported["base"], "bfloat16").precision == "bfloat16"
+    spec = importlib.util.spec_from_file_location("complete_cli",
+                                                  os.path.join(REPO, "pipelines", "complete.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    image = str(tmp_path / "in.png")
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
+    code = cli.main(cli.parse_args(["--model", exported["fp32"], "--image", image,
+                                    "--out", str(tmp_path / "out.png"),
+                                    "--precision", "bfloat16"]))
+    err = capsys.readouterr().err
+    assert code == 1 and "computes in float32" in err and "fixed at export" in err
+
+
+def test_bfloat16_export_without_folding_keeps_the_float32_layers(exported):
+    config, model = exported["config"], exported["model"]
+    path = export.export_saved_model(model, config, str(exported["root"] / "unfolded"),
+                                     precision="bfloat16", fold_batch_norm=False)
+    with open(os.path.join(path, "assets", "export.json")) as f:
+        info = json.load(f)
+    assert info["fold_batch_norm"] is False
+    assert info["float32_layers"] == list(completion.BFLOAT16_FLOAT32_LAYERS)
+    assert [n for n, d in info["layer_dtypes"].items() if d == "float32"] == list(
+        completion.BFLOAT16_FLOAT32_LAYERS)
+    assert len(info["layer_dtypes"]) == 17
+    rng = np.random.default_rng(3)
+    image = rng.random((1, 32, 40, 3)).astype(np.float32)
+    mask = np.zeros((1, 32, 40, 1), np.float32)
+    mask[:, 8:24, 4:36] = 1.0
+    got = tf.saved_model.load(path).signatures["complete"](image=image, mask=mask)
+    assert psnr(got["completed"].numpy(), keras_composite(model, config, image, mask)) > 36.0
+    with pytest.raises(export.ExportError, match=r"float32_layers: \['nope'\]"):
+        export.export_saved_model(model, config, str(exported["root"] / "bad"),
+                                  precision="bfloat16", float32_layers=("nope",))
 
 
 def test_float32_export_with_folded_batch_norm(exported):

@@ -6,13 +6,16 @@ outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
 * `keras_*`: `model(x, training=False)` inside a tf.function traced for the input's shape;
   `keras_bfloat16` is the model rebuilt under the "mixed_bfloat16" policy.
 * `folded_*`: the same with batch norm folded into the convolutions
-  (`completion.FoldedNetwork`), what bf16 exports and `Completer(precision="bfloat16")` run.
+  (`completion.FoldedNetwork`); `folded_bfloat16` is what bf16 exports and
+  `Completer(precision="bfloat16")` run: bf16 except `completion.BFLOAT16_FLOAT32_LAYERS`
+  (conv1, conv2, conv10, output_conv) in float32; `folded_bfloat16_all` is all bf16.
 * `saved_model`: the exported `complete` signature (export + `tf.saved_model.load`): float32
   is the Keras model, bfloat16 the folded network.
 * `completer`: `Completer.complete` on a uint8 image with 2-4 random holes (resizing checks,
   compositing, quantisation), without and with the paper's post-processing.
 * PSNR of each variant's output against the Keras float32 model's (whole network output in
-  [0, 1]).
+  [0, 1]), with random He-normal weights (seed 0; a trained network's PSNR may differ), and
+  for the default bf16 network at 512x512 with weight seeds 0-3.
 
 Each figure is the median of `runs` timed calls after `warmup` calls, with min and max; the
 variants are timed round-robin so that other processes on a shared machine slow all alike. GFLOP/s
@@ -99,6 +102,29 @@ def _gflops(size: int, seconds: float, width: float = 1.0) -> float:
     return round(GFLOP_512 * width * width * (size / 512.0) ** 2 / seconds, 1)
 
 
+def _psnr_by_seed(config, size: int, seeds=(0, 1, 2, 3)) -> dict:
+    """PSNR of the default bf16 folded network against float32 for several weight seeds."""
+    import keras
+    import tensorflow as tf
+
+    from glcic_tf import completion, masks, models
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, size, size, 3)).astype(np.float32)
+    hole = np.zeros((1, size, size, 1), np.float32)
+    hole[:, size // 4:size - size // 4, size // 4:size - size // 4] = 1.0
+    inputs = masks.network_inputs(tf.constant(image), tf.constant(hole), config.data)
+    out = {}
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = models.completion_network(config.model.width, config.model)
+        he_normal_weights(model, seed=seed)
+        want = model(inputs, training=False).numpy()
+        bf16 = completion.fold_batch_norm(model, "bfloat16")
+        out[f"seed{seed}"] = round(psnr(bf16(inputs).numpy(), want), 2)
+    return out
+
+
 def run(quick: bool = False) -> dict:
     """Runs the benchmark and returns the figures (see the module docstring).
 
@@ -123,6 +149,7 @@ def run(quick: bool = False) -> dict:
         "keras_bfloat16": export._bfloat16_copy(fp32, config),  # mixed_bfloat16 policy
         "folded_float32": completion.fold_batch_norm(fp32, "float32"),
         "folded_bfloat16": completion.fold_batch_norm(fp32, "bfloat16"),
+        "folded_bfloat16_all": completion.fold_batch_norm(fp32, "bfloat16", float32_layers=()),
     }
     rng = np.random.default_rng(0)
 
@@ -136,6 +163,7 @@ def run(quick: bool = False) -> dict:
         "tensorflow": tf.__version__,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
         "gflop_at_512": GFLOP_512,
+        "bfloat16_float32_layers": list(completion.BFLOAT16_FLOAT32_LAYERS),
         "timing": f"median of {runs} runs after {warmup} warm-up runs, variants interleaved",
         "sizes": {},
     }
@@ -186,6 +214,9 @@ def run(quick: bool = False) -> dict:
             result["sizes"][str(size)] = entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if not quick:
+        # The PSNR depends on the random weights: the default bf16 network for a few seeds.
+        result["psnr_512_folded_bfloat16_by_weights_seed"] = _psnr_by_seed(config, 512)
     result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     if not quick:
         at512 = result["sizes"]["512"]
