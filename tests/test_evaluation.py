@@ -1,0 +1,226 @@
+"""glcic_tf.evaluation and pipelines/evaluate.py with a tiny model (width 1/16, 32 px)."""
+
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import data, evaluation, export, models, runs
+from glcic_tf.benchmarks.completion import he_normal_weights
+from glcic_tf.config import get_preset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGES = 3
+MASKS = 2
+STEP = 11
+
+
+def tiny_config():
+    return get_preset("demo").override({
+        "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
+        "data.mean_pixel": [0.5, 0.4, 0.3],
+        "masks.local_size": 16, "masks.hole_min": 6, "masks.hole_max": 12,
+        "masks.stroke_width_min": 2, "masks.stroke_width_max": 4, "model.width": 1 / 16})
+
+
+def write_shards(path):
+    """IMAGES smooth synthetic photos (40x48 PNG) with keys, in the training schema."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:48] / 40.0
+
+    def feature(value):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(IMAGES):
+            f = rng.uniform(1, 3, (3, 2))
+            image = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (f[c, 0] * yy + f[c, 1] * xx))
+                              for c in range(3)], -1)
+            encoded = tf.io.encode_png((image * 255).astype(np.uint8)).numpy()
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                data.FEATURE_ENCODED: feature(encoded), data.FEATURE_FORMAT: feature(b"png"),
+                data.FEATURE_KEY: feature(f"img{i}".encode())})).SerializeToString())
+
+
+def make_run_dir(path, seed):
+    config = tiny_config()
+    keras.utils.set_random_seed(seed)
+    model = models.completion_network(config.model.width, config.model)
+    he_normal_weights(model, seed)
+    os.makedirs(path, exist_ok=True)
+    config.save(runs.config_path(path))
+    ckpt = tf.train.Checkpoint(step=tf.Variable(STEP, dtype=tf.int64), completion=model)
+    tf.train.CheckpointManager(ckpt, runs.checkpoint_dir(path), max_to_keep=1).save(
+        checkpoint_number=STEP)
+    return config, model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    pattern = str(root / "val-00000-of-00001.tfrecord")
+    write_shards(pattern)
+    run_dir = str(root / "run")
+    config, model = make_run_dir(run_dir, seed=0)
+    base = str(root / "models" / "glcic")
+    version_dir = export.export_saved_model(model, config, base, step=STEP)
+    out = str(root / "eval_run")
+    report = evaluation.evaluate(run_dir, pattern, out, masks_per_image=MASKS, batch_size=2,
+                                 cell_size=32, log=None)
+    return {"root": root, "pattern": pattern, "run_dir": run_dir, "base": base,
+            "version_dir": version_dir, "report": report, "out": out}
+
+
+def read_samples(out):
+    with open(os.path.join(out, evaluation.SAMPLES_NAME)) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_report_schema_counts_and_intervals(setup):
+    report = setup["report"]
+    with open(os.path.join(setup["out"], evaluation.REPORT_NAME)) as f:
+        assert json.load(f) == report
+    assert report["format"] == evaluation.REPORT_FORMAT
+    assert report["methods"] == list(evaluation.METHODS)
+    assert report["counts"] == {"rect": IMAGES * MASKS, "freeform": IMAGES * MASKS}
+    assert report["data"]["images"] == IMAGES
+    assert report["data"]["image_size"] == 32
+    assert report["seed"] == 0 and report["mask_seeds"][0] == 0
+    assert report["model"]["kind"] == "run_dir" and report["model"]["step"] == STEP
+    assert report["model"]["config"]["model"]["width"] == 1 / 16
+    for method in evaluation.METHODS:
+        for kind in ("rect", "freeform"):
+            for metric in evaluation.METRICS:
+                r = report["results"][method][kind][metric]
+                assert r["count"] + r["dropped"] == IMAGES * MASKS
+                assert r["ci_low"] <= r["mean"] <= r["ci_high"], (method, kind, metric)
+            bins = report["by_hole_area"][method][kind]
+            assert set(bins) <= set(report["hole_area_bins"])
+            assert sum(b["count"] for b in bins.values()) == IMAGES * MASKS
+    # Outside the hole every method keeps the input: whole-crop L1 < hole L1.
+    ours = report["results"]["ours"]["rect"]
+    assert 0 < ours["l1"]["mean"] < ours["l1_hole"]["mean"]
+    assert report["regression_guard"] == {"method": "ours", "mask_kind": "rect",
+                                          "metric": "psnr", "postprocess": False,
+                                          "value": ours["psnr"]["mean"]}
+    assert len(read_samples(setup["out"])) == 2 * IMAGES * MASKS
+
+
+def test_contact_sheet_layout(setup):
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(os.path.join(setup["out"], evaluation.CONTACT_SHEET_NAME)))
+    cell, pad, header, cols, rows = 32, 2, 20, 5, IMAGES  # 4 rows asked, 3 images exist
+    assert sheet.shape == (header + rows * cell + (rows + 1) * pad,
+                           cols * cell + (cols + 1) * pad, 3)
+    info = setup["report"]["contact_sheet"]
+    assert info["columns"] == ["masked input", "ours", "ours + post", "Telea", "ground truth"]
+    assert info["rows"] == ["img0", "img1", "img2"]
+    # The last column of the first row is the ground-truth crop, pixel for pixel (32 px cells).
+    crop = next(iter(data.make_eval_dataset(setup["pattern"], tiny_config())))["image"][0]
+    truth = np.clip(np.round(crop.numpy() * 255), 0, 255).astype(np.uint8)
+    x0, y0 = pad + 4 * (cell + pad), header + pad
+    # (Resizing in another tf.data graph may round one pixel value the other way.)
+    diff = np.abs(sheet[y0:y0 + cell, x0:x0 + cell].astype(int) - truth.astype(int))
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.01
+
+
+def test_contact_sheet_function_checks_rows():
+    image = np.zeros((8, 8, 3), np.uint8)
+    out = evaluation.contact_sheet([[image, image]], ["a", "b"], cell_size=16, pad=1, header=10)
+    assert out.shape == (10 + 16 + 2, 2 * 16 + 3, 3)
+    with pytest.raises(ValueError, match="every row needs 2 images"):
+        evaluation.contact_sheet([[image]], ["a", "b"])
+
+
+def test_same_masks_across_runs_and_models(setup, tmp_path):
+    again = str(tmp_path / "again")
+    evaluation.evaluate(setup["run_dir"], setup["pattern"], again, masks_per_image=MASKS,
+                        batch_size=3, contact_rows=0, log=None)
+    assert read_samples(again) == read_samples(setup["out"])  # batch size does not matter
+    other_run = str(tmp_path / "other_run")
+    make_run_dir(other_run, seed=1)
+    other = str(tmp_path / "other")
+    evaluation.evaluate(other_run, setup["pattern"], other, masks_per_image=MASKS,
+                        contact_rows=0, log=None)
+    a, b = read_samples(setup["out"]), read_samples(other)
+    assert [(s["key"], s["kind"], s["mask_index"], s["hole_fraction"]) for s in a] == \
+        [(s["key"], s["kind"], s["mask_index"], s["hole_fraction"]) for s in b]
+    for sa, sb in zip(a, b):  # baselines see the same holes: identical scores
+        assert sa["scores"]["telea"] == sb["scores"]["telea"]
+        assert sa["scores"]["mean_fill"] == sb["scores"]["mean_fill"]
+    assert any(sa["scores"]["ours"] != sb["scores"]["ours"] for sa, sb in zip(a, b))
+    # Different mask indices give different holes.
+    rect = [s["hole_fraction"] for s in a if s["kind"] == "rect"]
+    assert len(set(rect)) > 1
+
+
+@pytest.mark.parametrize("which", ["version_dir", "base"])
+def test_saved_model_and_base_path_match_the_run_dir(setup, tmp_path, which):
+    out = str(tmp_path / which)
+    report = evaluation.evaluate(setup[which], setup["pattern"], out, masks_per_image=MASKS,
+                                 mask_kinds=("rect",), contact_rows=0, log=None)
+    assert report["model"]["kind"] == ("saved_model" if which == "version_dir" else "base_path")
+    assert report["model"]["version"] == 1 and report["model"]["step"] == STEP
+    assert report["model"]["precision"] == "float32"
+    for metric in evaluation.METRICS:
+        want = setup["report"]["results"]["ours"]["rect"][metric]["mean"]
+        got = report["results"]["ours"]["rect"][metric]["mean"]
+        # Same weights; only float rounding (and a rare uint8 rounding flip) differs.
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-2), metric
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(evaluation.EvaluationError, match="directory not found"):
+        evaluation.load_model(str(tmp_path / "missing"))
+    with pytest.raises(evaluation.EvaluationError, match="not a training run directory"):
+        evaluation.load_model(str(tmp_path))
+
+
+def test_eval_config_scales_holes_and_mask_seeds():
+    config = tiny_config()
+    assert evaluation.eval_config(config) is config
+    big = evaluation.eval_config(config, 64)
+    assert (big.data.image_size, big.masks.local_size, big.masks.hole_min,
+            big.masks.hole_max) == (64, 32, 12, 24)
+    with pytest.raises(evaluation.EvaluationError, match="multiple of 4"):
+        evaluation.eval_config(config, 30)
+    seeds = [evaluation.mask_seed(5, i) for i in range(4)]
+    assert seeds[0] == 5 and len(set(seeds)) == 4
+    assert seeds == [evaluation.mask_seed(5, i) for i in range(4)]
+
+
+def _evaluate_cli():
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_cli", os.path.join(REPO, "pipelines", "evaluate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_fail_below_exit_status(setup, tmp_path, capsys):
+    cli = _evaluate_cli()
+    common = ["--model", setup["run_dir"], "--data", setup["pattern"], "--mask-kinds", "rect",
+              "--masks-per-image", "1", "--no-baselines", "--no-postprocess",
+              "--contact-rows", "0"]
+    psnr = setup["report"]["regression_guard"]["value"]
+    assert cli.main(cli.parse_args(common + ["--out", str(tmp_path / "a"),
+                                             "--fail-below", "1"])) == 0
+    assert "rect holes" in capsys.readouterr().out
+    assert cli.main(cli.parse_args(common + ["--out", str(tmp_path / "b"),
+                                             "--fail-below", str(psnr + 100)])) == 3
+    assert "REGRESSION" in capsys.readouterr().err
+    assert cli.main(cli.parse_args(["--model", str(tmp_path / "nope"), "--data",
+                                    setup["pattern"]])) == 2
+
+
+def test_cli_rejects_bad_flags():
+    cli = _evaluate_cli()
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--model", "m", "--mask-kinds", "blobs"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--model", "m", "--mask-kinds", "freeform", "--fail-below", "20"])
