@@ -51,11 +51,7 @@ def make_run_dir(path, seed):
     keras.utils.set_random_seed(seed)
     model = models.completion_network(config.model.width, config.model)
     he_normal_weights(model, seed)
-    os.makedirs(path, exist_ok=True)
-    config.save(runs.config_path(path))
-    ckpt = tf.train.Checkpoint(step=tf.Variable(STEP, dtype=tf.int64), completion=model)
-    tf.train.CheckpointManager(ckpt, runs.checkpoint_dir(path), max_to_keep=1).save(
-        checkpoint_number=STEP)
+    runs.save_completion_run(path, config, model, step=STEP)
     return config, model
 
 

@@ -20,33 +20,8 @@ def tiny_config(**overrides):
 
 
 def make_batch(config, seed=0, batch_size=None, smooth=True):
-    """A batch with the element contract of glcic_tf.data.make_dataset.
-
-    smooth: random colour waves (hole contents predictable from the context); else uniform
-    noise, whose well-spread activations keep batch-norm variances well conditioned (synced
-    batch norm computes E[x^2] - E[x]^2, which loses digits on near-constant channels).
-    """
-    rng = np.random.default_rng(seed)
-    b = batch_size or config.schedule.batch_size
-    s, ls = config.data.image_size, config.masks.local_size
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-    freq = rng.uniform(1, 4, size=(b, 1, 1, 3, 2)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=(b, 1, 1, 3)).astype(np.float32)
-    image = 0.5 + 0.4 * np.sin(2 * np.pi * (freq[..., 0] * yy[None, :, :, None]
-                                            + freq[..., 1] * xx[None, :, :, None]) + phase)
-    image = image.astype(np.float32)
-    if not smooth:
-        image = rng.random((b, s, s, 3), dtype=np.float32)
-    mask = np.zeros((b, s, s, 1), np.float32)
-    offsets = np.zeros((b, 2), np.int32)
-    for i in range(b):
-        hh, hw = rng.integers(config.masks.hole_min, config.masks.hole_max + 1, size=2)
-        y, x = rng.integers(0, s - hh + 1), rng.integers(0, s - hw + 1)
-        mask[i, y:y + hh, x:x + hw] = 1
-        offsets[i] = (min(max(y + hh - ls, 0), y, s - ls), min(max(x + hw - ls, 0), x, s - ls))
-    masked = image * (1 - mask) + np.asarray(config.data.mean_pixel, np.float32) * mask
-    return {"image": image, "mask": mask, "masked": masked.astype(np.float32),
-            "local_offset": offsets, "key": np.array([b"k%d" % i for i in range(b)])}
+    """A batch with the element contract of glcic_tf.data.make_dataset."""
+    return training.synthetic_batch(config, batch_size, seed=seed, smooth=smooth)
 
 
 def dataset_fn(config, seed=0):

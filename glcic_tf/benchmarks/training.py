@@ -45,21 +45,10 @@ TARGETS = {("float32", 3): 0.65, ("mixed_bfloat16", 3): 1.1}
 
 def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict:
     """A training batch (image, mask, local_offset) of smooth colour waves with rect holes."""
-    rng = np.random.default_rng(seed)
-    s, ls = config.data.image_size, config.masks.local_size
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-    freq = rng.uniform(1, 4, size=(batch_size, 1, 1, 3, 2)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=(batch_size, 1, 1, 3)).astype(np.float32)
-    image = 0.5 + 0.4 * np.sin(2 * np.pi * (freq[..., 0] * yy[None, :, :, None]
-                                            + freq[..., 1] * xx[None, :, :, None]) + phase)
-    mask = np.zeros((batch_size, s, s, 1), np.float32)
-    offsets = np.zeros((batch_size, 2), np.int32)
-    for i in range(batch_size):
-        hh, hw = rng.integers(config.masks.hole_min, config.masks.hole_max + 1, size=2)
-        y, x = rng.integers(0, s - hh + 1), rng.integers(0, s - hw + 1)
-        mask[i, y:y + hh, x:x + hw] = 1
-        offsets[i] = (min(max(y + hh - ls, 0), y, s - ls), min(max(x + hw - ls, 0), x, s - ls))
-    return {"image": image.astype(np.float32), "mask": mask, "local_offset": offsets}
+    from glcic_tf import training
+
+    batch = training.synthetic_batch(config, batch_size, seed=seed)
+    return {k: batch[k] for k in training.TRAIN_FEATURES}
 
 
 def _cpu_seconds() -> float:
