@@ -10,7 +10,7 @@ composited over white), which exercises those paths too.
 
 The build goes to a temporary sibling directory that is renamed into place, so an interrupted or
 concurrent build never leaves a half-written cache; a directory holding `dataset_info.json` is
-reused as is. Default location: `$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v2`.
+reused as is. Default location: `$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v3`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 from glcic_tf.data import DATASET_INFO_NAME
 
 SAMPLE_NAME = "sample"
-CACHE_VERSION = "sample_data_v2"
+CACHE_VERSION = "sample_data_v3"
 VAL_FRACTION_TARGET = 0.1
 MIN_VAL_IMAGES = 2
 
@@ -61,7 +61,7 @@ def sample_source_files() -> list[str]:
 
 
 def default_cache_dir() -> str:
-    """`$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v2`."""
+    """`$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v3`."""
     return os.environ.get("GLCIC_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "glcic_tf", CACHE_VERSION)
 

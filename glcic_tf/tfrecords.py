@@ -189,7 +189,8 @@ def _encode(rgb, fmt: str) -> bytes:
     if fmt == "jpeg":
         rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     else:
-        rgb.save(buffer, format="PNG", compress_level=6)
+        # icc_profile=None: Pillow would otherwise copy the source's (often broken) profile.
+        rgb.save(buffer, format="PNG", compress_level=6, icc_profile=None)
     return buffer.getvalue()
 
 

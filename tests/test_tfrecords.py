@@ -364,3 +364,21 @@ def test_cli_bad_files_folder(tmp_path):
     gray16 = examples[tfrecords.image_key(str(src / "gray16.png"))]["pixels"]
     np.testing.assert_array_equal(gray16[..., 0], np.rint(sixteen * (255 / 65535)))
     assert json.loads(proc.stdout)["num_rejects"] == len(bad)
+
+
+def test_png_colour_profile_is_dropped_by_reencoding():
+    """libpng warns on every decode of a broken iCCP chunk; normalisation drops the chunk."""
+    import io
+
+    from PIL import Image
+
+    from glcic_tf import tfrecords
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (160, 140), (10, 200, 30)).save(buffer, format="PNG",
+                                                    icc_profile=b"not a real profile")
+    assert b"iCCP" in buffer.getvalue()
+    result = tfrecords.normalize_image_bytes(buffer.getvalue(), "profiled.png", 128)
+    assert result.reencoded and result.format == "png"
+    assert b"iCCP" not in result.encoded
+    assert Image.open(io.BytesIO(result.encoded)).getpixel((5, 5)) == (10, 200, 30)
