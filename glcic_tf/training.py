@@ -32,8 +32,6 @@ set (`run_training` sets it whenever there is more than one replica).
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
 import os
 import signal
@@ -47,8 +45,6 @@ import tensorflow as tf
 from glcic_tf import masks as masks_lib
 from glcic_tf import models, runs
 from glcic_tf.config import GLCICConfig
-
-log = logging.getLogger("glcic_tf.training")
 
 PHASE_NAMES = {1: "completion (T_C): MSE only",
                2: "discriminator (T_D): D only",
@@ -701,8 +697,3 @@ def _custom_loop(trainer, strategy, train_dataset_fn, steps, callback) -> dict:
         if trainer.stop_training:
             break
     return logs
-
-
-def load_json(path: str) -> dict:
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
