@@ -1,6 +1,6 @@
 """pipelines/benchmark.py and the light benchmark modules (no heavy section runs here)."""
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import json
 import os
 import subprocess
@@ -17,11 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _benchmark_cli():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_cli", os.path.join(REPO, "pipelines", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("benchmark")
 
 
 def test_quick_calibration_and_machine_document(tmp_path):

@@ -1,6 +1,6 @@
 """Completing images: sizes, exact pixels outside holes, post-processing per hole, masks, CLI."""
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import os
 import subprocess
 import sys
@@ -311,11 +311,7 @@ def test_random_holes_follow_the_official_tool_and_are_seeded():
 # --- command line ---------------------------------------------------------------------------------
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location("complete_cli",
-                                                  os.path.join(REPO, "pipelines", "complete.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("complete")
 
 
 def test_cli_completes_a_folder_with_a_folder_of_masks(tmp_path, run_dir):

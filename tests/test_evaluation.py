@@ -1,6 +1,6 @@
 """glcic_tf.evaluation and pipelines/evaluate.py with a tiny model (width 1/16, 32 px)."""
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import json
 import os
 
@@ -191,11 +191,7 @@ def test_eval_config_scales_holes_and_mask_seeds():
 
 
 def _evaluate_cli():
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_cli", os.path.join(REPO, "pipelines", "evaluate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("evaluate")
 
 
 def test_cli_fail_below_exit_status(setup, tmp_path, capsys):

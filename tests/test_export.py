@@ -1,6 +1,6 @@
 """SavedModel export: layout, versions, signatures, reload without glcic_tf, bf16, CLI."""
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import io
 import json
 import os
@@ -258,10 +258,7 @@ def test_saved_model_precision_is_the_exports(exported, tmp_path, capsys):
         completion.Completer.from_path(exported["fp32"], precision="bfloat16")
     assert completion.Completer.from_path(exported["fp32"], "float32").precision == "float32"
     assert completion.Completer.from_path(exported["base"], "bfloat16").precision == "bfloat16"
-    spec = importlib.util.spec_from_file_location("complete_cli",
-                                                  os.path.join(REPO, "pipelines", "complete.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_pipeline("complete")
     image = str(tmp_path / "in.png")
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
     code = cli.main(cli.parse_args(["--model", exported["fp32"], "--image", image,
@@ -307,10 +304,7 @@ def test_float32_export_with_folded_batch_norm(exported):
 
 
 def test_export_cli_untrained_warns_and_refuses_overwrite(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("export_cli",
-                                                  os.path.join(REPO, "pipelines", "export.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_pipeline("export")
     base = str(tmp_path / "glcic")
     assert cli.main(cli.parse_args(["--out", base, "--preset", "demo"])) == 0
     captured = capsys.readouterr()

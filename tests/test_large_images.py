@@ -4,7 +4,7 @@ pass, tiling, borders, post-processing on crops, errors and the CLI.
 Memory is measured by `python -m glcic_tf.benchmarks.large_image`, not here.
 """
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import os
 import subprocess
 import sys
@@ -265,11 +265,7 @@ def test_bad_arguments_are_rejected(completer, complete_fn):
 # --- command line ---------------------------------------------------------------------------------
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location("complete_cli",
-                                                  os.path.join(REPO, "pipelines", "complete.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_pipeline("complete")
 
 
 def test_cli_maxdim_0_completes_at_full_resolution(tmp_path, network):

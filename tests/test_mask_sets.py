@@ -1,6 +1,6 @@
 """Masks from files (glcic_tf.mask_sets) and their use by make_dataset / make_eval_dataset."""
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import os
 
 import numpy as np
@@ -420,10 +420,7 @@ def test_config_json_round_trip_with_mask_files():
 
 
 def test_train_flags_map_to_config():
-    spec = importlib.util.spec_from_file_location("train_cli",
-                                                  os.path.join(REPO, "pipelines", "train.py"))
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_pipeline("train")
     args = train.parse_args(["--mask-files", "masks/*.png", "--mask-file-ratio", "0.4"])
     c = train.resolve_config(args)
     assert (c.masks.mask_files, c.masks.mask_file_ratio) == ("masks/*.png", 0.4)

@@ -375,8 +375,8 @@ def test_png_colour_profile_is_dropped_by_reencoding():
     from glcic_tf import tfrecords
 
     buffer = io.BytesIO()
-    Image.new("RGB", (160, 140), (10, 200, 30)).save(buffer, format="PNG",
-                                                    icc_profile=b"not a real profile")
+    image = Image.new("RGB", (160, 140), (10, 200, 30))
+    image.save(buffer, format="PNG", icc_profile=b"not a real profile")
     assert b"iCCP" in buffer.getvalue()
     result = tfrecords.normalize_image_bytes(buffer.getvalue(), "profiled.png", 128)
     assert result.reencoded and result.format == "png"

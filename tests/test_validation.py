@@ -5,7 +5,7 @@ schema is inferred through the real CLI and reused by the other tests. The CLI r
 (`main(parse_args(argv))`, exit status = return value) to avoid paying the TF/TFDV import again.
 """
 
-import importlib.util
+from pipeline_scripts import load_pipeline
 import io
 import os
 
@@ -21,10 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(argv, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "validate_data", os.path.join(REPO, "pipelines", "validate_data.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_pipeline("validate_data")
     capsys.readouterr()
     code = module.main(module.parse_args(argv))
     return code, capsys.readouterr().out
