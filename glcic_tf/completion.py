@@ -4,12 +4,15 @@ Any image size and any mask (gray, RGB or RGBA; white = hole) are accepted:
 
 1. The hole at full resolution is `gray(mask) >= 0.2` (the official threshold). RGBA and
    gray+alpha masks are multiplied by their alpha, so white strokes on a transparent layer work.
-2. The image is scaled so that its long side is at most `maxdim` (default 500) and its sides are
-   rounded to multiples of 4 (`round(size / 4) * 4`, halves up, as the official tool), bilinear
-   with anti-aliasing. The network's hole at that size is every pixel that overlaps the
-   full-resolution hole (resized hole > 0): when the image is downscaled no content from inside
-   a thin hole can leak into the completion. When no resizing is needed (sides already
-   multiples of 4 and <= maxdim) the image and hole go to the network untouched.
+2. The image is scaled so that its long side is at most `maxdim` (default `default_maxdim`: 500
+   for the paper's 256 px crops as the 2018 official `inpaint.lua`, whose 2020 version uses 600
+   with post-processing off by default; scaled with the crop size for other presets) and its
+   sides are rounded to multiples of 4 (`round(size / 4) * 4`, halves up, as the official
+   tool), bilinear with anti-aliasing. The network's hole at that size is every pixel that
+   overlaps the full-resolution hole (resized hole > 0): when the image is downscaled no
+   content from inside a thin hole can leak into the completion. When no resizing is needed
+   (sides already multiples of 4 and <= maxdim) the image and hole go to the network
+   untouched.
 3. The network input is built with `masks.network_inputs` (the config's input convention and
    mean pixel value), the network's output is composited with the (resized) input, upsampled to
    the original size and composited again at full resolution: pixels outside the hole are the
@@ -106,6 +109,54 @@ class CompletionError(ValueError):
 def _round4(num: int, den: int) -> int:
     """round(num / den / 4) * 4 with halves rounded up, at least 4, in exact integer arithmetic."""
     return max(1, (2 * num + 4 * den) // (8 * den)) * 4
+
+
+def default_maxdim(config) -> int:
+    """The long side a model completes at by default: the official tool's 500 px for the
+    paper's 256 px training crops, scaled with the crop size for other presets (a 128 px model
+    gets 252), so photos reach the network at about the scale it was trained at."""
+    if config is None:
+        return DEFAULT_MAXDIM
+    return _round4(DEFAULT_MAXDIM * int(config.data.image_size), 256)
+
+
+# The network sees images or holes this many times larger than in training: warn.
+SCALE_WARNING_FACTOR = 2.0
+
+
+def scale_warning(config, net_height: int, net_width: int, hole_box: tuple[int, int] | None,
+                  name: str = "image") -> str | None:
+    """A warning when a model runs far outside the scale it was trained at, else None.
+
+    The network was trained on `data.image_size` crops of images whose shorter side was
+    resized to [resize_min, resize_max], with holes of at most `masks.hole_max` px (free-form
+    strokes inside a `masks.local_size` patch). An image whose shorter side reaches the
+    network more than SCALE_WARNING_FACTOR times larger than resize_max, or a hole more than
+    that factor larger than the local patch, is out of that distribution: the dilated layers
+    then combine features at distances they were never trained on (see docs/results.md, "Why
+    the old demo painted noise").
+
+    Args:
+      net_height, net_width: the size the network completes at (after maxdim scaling).
+      hole_box: (height, width) of the largest hole's bounding box at that size, or None.
+    """
+    if config is None:
+        return None
+    d, m = config.data, config.masks
+    problems = []
+    if min(net_height, net_width) > SCALE_WARNING_FACTOR * d.resize_max:
+        problems.append(f"its shorter side reaches the network at {min(net_height, net_width)} "
+                        f"px, while training resized images to {d.resize_min}-{d.resize_max} "
+                        f"px")
+    if hole_box is not None and max(hole_box) > SCALE_WARNING_FACTOR * m.local_size:
+        problems.append(f"a hole spans {max(hole_box)} px at that scale, while training holes "
+                        f"were at most {m.hole_max} px (local patch {m.local_size} px)")
+    if not problems:
+        return None
+    return (f"{name}: the model ({config.name} preset, {d.image_size} px training crops) runs "
+            f"far outside its training scale: " + "; ".join(problems) + ". Expect poor "
+            f"results; scale the image down (--maxdim {default_maxdim(config)}) or use a model "
+            f"trained at this scale.")
 
 
 def network_size(height: int, width: int, maxdim: int = DEFAULT_MAXDIM) -> tuple[int, int]:
@@ -210,8 +261,15 @@ class FoldedNetwork:
         self.variables = []
         self.layer_dtypes: dict[str, str] = {}
         self._steps = []  # (kind, attributes, kernel index, dtype) in call order
+        from glcic_tf import models as models_lib
+
         layers = [layer for layer in model.layers
                   if not isinstance(layer, keras.layers.InputLayer)]
+        # `harmonic_residual` networks: the fill runs first (in float32) and the output is
+        # sigmoid(logit(fill) + residual).
+        self._fill = None
+        if layers and isinstance(layers[0], models_lib.HarmonicFill):
+            self._fill = layers.pop(0)
         if not layers or not isinstance(layers[0], keras.layers.Concatenate):
             raise NotImplementedError("expected the input concatenation first")
         convs = []  # [kind, kernel, bias, attributes, layer name]
@@ -246,6 +304,9 @@ class FoldedNetwork:
                 convs.append(["relu", None, None, {}, layer.name])
             elif isinstance(layer, keras.layers.Activation) and layer.name == "completion":
                 convs.append(["sigmoid", None, None, {}, layer.name])
+            elif (isinstance(layer, models_lib.ResidualSigmoid) and layer.name == "completion"
+                  and self._fill is not None):
+                convs.append(["residual", None, None, {"layer": layer}, layer.name])
             else:
                 raise NotImplementedError(f"{layer.name}: unsupported layer "
                                           f"{type(layer).__name__}")
@@ -270,8 +331,11 @@ class FoldedNetwork:
         """inputs: {"image": [B, H, W, 3], "mask": [B, H, W, 1]} -> [B, H, W, 3] float32."""
         import tensorflow as tf
 
-        x = tf.concat([tf.cast(inputs["image"], tf.float32), tf.cast(inputs["mask"], tf.float32)],
-                      axis=-1)
+        image = tf.cast(inputs["image"], tf.float32)
+        mask = tf.cast(inputs["mask"], tf.float32)
+        if self._fill is not None:
+            image = self._fill([image, mask])
+        x = tf.concat([image, mask], axis=-1)
         for kind, attrs, index, dtype in self._steps:
             if kind in ("conv", "deconv"):
                 x = tf.cast(x, dtype)  # no-op when already in this layer's dtype
@@ -296,6 +360,8 @@ class FoldedNetwork:
                 x = tf.nn.relu(x)
             elif kind == "sigmoid":
                 x = tf.sigmoid(tf.cast(x, tf.float32))
+            elif kind == "residual":
+                x = attrs["layer"]([image, tf.cast(x, tf.float32)])
         return tf.cast(x, tf.float32)
 
 
@@ -490,6 +556,21 @@ def random_holes(height: int, width: int, rng: np.random.Generator, *,
         x = int(rng.integers(0, width - w + 1))
         hole[y:y + h, x:x + w] = True
     return hole
+
+
+def _random_hole_size(completer, shape, maxdim) -> tuple[int, int]:
+    """The official tool's 32-128 px random holes, scaled to the model: the training holes'
+    sides (`masks.hole_min`-`hole_max`, times 32/96 and 128/128 of them for the paper) at
+    the scale the network completes this image at."""
+    config = completer.config
+    if config is None:
+        return RANDOM_HOLE_SIZE
+    maxdim = completer.default_maxdim if maxdim is None else maxdim
+    longest = max(shape)
+    factor = 1.0 if maxdim == 0 or longest <= maxdim else longest / maxdim
+    low = max(4, int(round(config.masks.hole_min / 3 * factor)))
+    high = max(low, int(round(config.masks.hole_max * factor)))
+    return low, high
 
 
 def _as_rgb_uint8(image, name: str) -> np.ndarray:
@@ -892,14 +973,17 @@ class Completer:
     """
 
     def __init__(self, config, complete_fn: CompleteFn, *, source: str, step: int | None = None,
-                 precision: str | None = None):
+                 precision: str | None = None, maxdim: int | None = None):
         """Wraps a batched `complete_fn` (see `keras_complete_fn`); prefer the from_* builders.
 
         `precision` ("float32", "bfloat16" or None = unknown) is for information only.
+        `maxdim`: the default of `complete(maxdim=None)`; None = `default_maxdim(config)`.
         """
         import tensorflow as tf
 
         self.config = config
+        self.default_maxdim = int(maxdim) if maxdim else default_maxdim(config)
+        self.warn: Callable[[str], None] = _warn  # scale warnings (see `scale_warning`)
         self.source = source
         self.step = step
         self.precision = precision
@@ -1004,7 +1088,7 @@ class Completer:
             return signature(image=image, mask=hole)["completed"]
 
         completer = cls(config, fn, source=f"SavedModel {path}", step=info.get("step"),
-                        precision=exported)
+                        precision=exported, maxdim=info.get("maxdim"))
         completer._loaded = loaded  # keep the restored variables alive
         return completer
 
@@ -1036,7 +1120,7 @@ class Completer:
             f"(saved_model.pb) or a TF Serving base path (integer version subdirectories)")
 
     def complete(self, image: np.ndarray, mask: np.ndarray, *, postprocess: bool = True,
-                 maxdim: int = DEFAULT_MAXDIM, name: str = "image", mask_name: str = "mask",
+                 maxdim: int | None = None, name: str = "image", mask_name: str = "mask",
                  context_margin: int = CONTEXT_MARGIN,
                  max_region_pixels: int = DEFAULT_REGION_PIXELS) -> np.ndarray:
         """Completes the holes of one image.
@@ -1047,7 +1131,8 @@ class Completer:
           postprocess: fast marching + Poisson blending per hole (the paper's post-processing).
           maxdim: the long side is scaled down to this for the network when larger; 0 = no
             scaling: full resolution, completing only crops around the holes
-            (`complete_regions`), with memory bounded by `max_region_pixels`.
+            (`complete_regions`), with memory bounded by `max_region_pixels`. None: the
+            model's default (`self.default_maxdim`: the export's, else `default_maxdim`).
           name, mask_name: how errors refer to the image and the mask (e.g. file paths).
           context_margin, max_region_pixels: with maxdim=0, the context kept on each side of
             the holes and the most pixels of one network pass (see `plan_regions`).
@@ -1067,16 +1152,33 @@ class Completer:
         if not hole.any():
             raise CompletionError(f"{mask_name}: empty mask (no pixel >= {HOLE_THRESHOLD}); "
                                   "white marks the hole")
+        if maxdim is None:
+            maxdim = self.default_maxdim
+        if maxdim != 0 and maxdim < 4:
+            raise CompletionError(f"maxdim must be >= 4, or 0 for full resolution, got {maxdim}")
+        net_h, net_w = (image.shape[:2] if maxdim == 0
+                        else network_size(image.shape[0], image.shape[1], maxdim))
+        ys, xs = np.nonzero(hole)
+        scale = net_h / image.shape[0]
+        box = (int(round((ys.max() - ys.min() + 1) * scale)),
+               int(round((xs.max() - xs.min() + 1) * scale)))
+        message = scale_warning(self.config, net_h, net_w, box, name)
+        if message:
+            self.warn(message)
         if maxdim == 0:
             return complete_regions(image, hole, self._run_crop, margin=context_margin,
                                     max_pixels=max_region_pixels, postprocess=postprocess)
-        if maxdim < 4:
-            raise CompletionError(f"maxdim must be >= 4, or 0 for full resolution, got {maxdim}")
         out = self._run(image, hole, np.int32(maxdim)).numpy()
         out = np.where(hole[..., None], out, image)
         if postprocess:
             out = _postprocess(out, hole)
         return out
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # --- files and folders (the CLI) -----------------------------------------------------------------
@@ -1108,7 +1210,7 @@ def _match_masks(images: Sequence[str], mask_dir: str) -> list[str]:
 
 
 def complete_files(completer: Completer, image_path: str, mask_path: str | None, out_path: str,
-                   *, maxdim: int = DEFAULT_MAXDIM, postprocess: bool = True, seed: int = 0,
+                   *, maxdim: int | None = None, postprocess: bool = True, seed: int = 0,
                    context_margin: int = CONTEXT_MARGIN,
                    max_region_pixels: int = DEFAULT_REGION_PIXELS) -> list[str]:
     """Completes an image file (or a folder of them) and writes the results.
@@ -1123,7 +1225,7 @@ def complete_files(completer: Completer, image_path: str, mask_path: str | None,
       out_path: output file (single image) or folder (created) for a folder of images, where
         each result is `STEM.png`.
       maxdim, postprocess, context_margin, max_region_pixels: see `Completer.complete`
-        (maxdim=0: full resolution, region by region).
+        (maxdim=0: full resolution, region by region; None: the model's default).
       seed: seed of the random holes.
 
     Returns:
@@ -1134,7 +1236,7 @@ def complete_files(completer: Completer, image_path: str, mask_path: str | None,
     """
     if maxdim == 0:
         _check_region_args(context_margin, max_region_pixels)
-    elif maxdim < 4:
+    elif maxdim is not None and maxdim < 4:
         raise CompletionError(f"maxdim must be >= 4, or 0 for full resolution, got {maxdim}")
     rng = np.random.default_rng(seed)
     if os.path.isdir(image_path):
@@ -1175,7 +1277,8 @@ def complete_files(completer: Completer, image_path: str, mask_path: str | None,
     written = []
     for (image_file, mask_file, image, mask), out_file, mask_out in zip(jobs, outs, mask_outs):
         if mask is None:
-            mask = random_holes(image.shape[0], image.shape[1], rng)
+            mask = random_holes(image.shape[0], image.shape[1], rng,
+                                hole_size=_random_hole_size(completer, image.shape[:2], maxdim))
             save_image(mask_out, mask.astype(np.uint8) * 255)
             written.append(mask_out)
         result = completer.complete(image, mask, postprocess=postprocess, maxdim=maxdim,

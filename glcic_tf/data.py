@@ -24,7 +24,10 @@ batch(drop_remainder=True) -> prefetch. Options are set in `_dataset_options`.
 
 Each element is a dict: `image` float32 [B, S, S, 3] in [0, 1] (the ground-truth crop), `mask`
 float32 [B, S, S, 1] (1 = hole), `masked` = `masks.fill_holes(image, mask, data.mean_pixel)`,
-`local_offset` int32 [B, 2] (y, x of the local discriminator's patch), `key` string [B].
+`local_offset` int32 [B, 2] (y, x of the local discriminator's patch), `real_local_offset`
+int32 [B, 2] (the patch the local discriminator sees of the *real* image: that of a random
+rectangle of its own, the paper's M_d; used with `loss.real_local_patch == "own_random"`),
+`key` string [B].
 
 Augmentation is exactly the paper's: the shorter side is resized to a uniform random size in
 [resize_min, resize_max] keeping the aspect ratio, then a random image_size square is cropped
@@ -90,7 +93,7 @@ FEATURE_KEY = "image/key"
 DATASET_INFO_NAME = "dataset_info.json"
 
 # The keys of every element of `make_dataset` / `make_eval_dataset` (the input contract).
-ELEMENT_KEYS = ("image", "mask", "masked", "local_offset", "key")
+ELEMENT_KEYS = ("image", "mask", "masked", "local_offset", "real_local_offset", "key")
 
 # Shards read at once by the interleave (fewer when there are fewer shards).
 _CYCLE_LENGTH = 16
@@ -261,19 +264,30 @@ def add_holes(example: dict, masks_config: MaskConfig, mean_pixel, seed,
     size = image.shape[0]
     if size is None or image.shape[1] != size:
         raise ValueError(f"add_holes needs a square image of static size, got {image.shape}")
+    example = with_real_local_offset(example, masks_config, seed)
     return apply_holes(example, masks.sample_holes(size, masks_config, seed, kind), mean_pixel)
+
+
+def with_real_local_offset(example: dict, masks_config: MaskConfig, seed) -> dict:
+    """Adds "real_local_offset": the local patch of a random rectangle hole of the example's
+    own (the paper's M_d for real images), drawn from a seed derived from `seed`."""
+    size = example["image"].shape[0]
+    real_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x6D64)
+    return {**example, "real_local_offset": masks.sample_rect_holes(
+        size, masks_config, real_seed)["local_offset"]}
 
 
 def apply_holes(example: dict, holes: dict, mean_pixel) -> dict:
     """Adds "mask", "masked" and "local_offset" from given holes (e.g. a zipped hole stream).
 
     Args:
-      example: dict with "image" float32 [S, S, 3] in [0, 1].
+      example: dict with "image" float32 [S, S, 3] in [0, 1], and "real_local_offset" (else
+        the holes' local offset is used for it).
       holes: dict with "mask" float32 [S, S, 1] (1 = hole) and "local_offset" int32 [2].
       mean_pixel: RGB fill value for hole pixels of "masked".
     """
     mask = holes["mask"]
-    return {**example, "mask": mask,
+    return {"real_local_offset": holes["local_offset"], **example, "mask": mask,
             "masked": masks.fill_holes(example["image"], mask, mean_pixel),
             "local_offset": holes["local_offset"]}
 
@@ -394,7 +408,8 @@ def make_dataset(file_pattern: str | Sequence[str], config: GLCICConfig, *,
         s_crop, s_holes = tf.unstack(tf.random.experimental.stateless_split(seed_, 2))
         example = random_resize_crop(example, data, s_crop)
         if mask_set is not None:
-            return example  # holes come from the zipped hole stream (step 10b)
+            # Holes come from the zipped hole stream (step 10b).
+            return with_real_local_offset(example, config.masks, s_holes)
         return _element(add_holes(example, config.masks, data.mean_pixel, s_holes))
 
     # 9. Parse + decode; with skip_corrupt, drop records that fail to read, parse or decode.

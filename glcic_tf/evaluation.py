@@ -28,7 +28,10 @@
 Output in `out_dir`:
 
 * `report.json`: `results[method][kind][metric]` = {mean, ci_low, ci_high (Student-t 95%), std,
-  count, dropped}; `by_hole_area[method][kind][bin]` = {count, and the mean of each metric}
+  count, dropped}; `paired[method][baseline][kind][metric]`: the same for the per-sample
+  difference method - baseline on the same image and hole (ours and ours_post against Telea,
+  Navier-Stokes and mean fill), with `excludes_zero` and `better` (the whole interval on the
+  better side of zero); `by_hole_area[method][kind][bin]` = {count, and the mean of each metric}
   for 10%-wide hole-area bins; `counts[kind]` samples; the model (path, kind, version, step,
   precision, config), the data (pattern, files, images, crop size, mask parameters) and the
   seed; `regression_guard` (ours, rect, PSNR without post-processing);
@@ -71,8 +74,14 @@ METRIC_DESCRIPTIONS = {
             "images give +inf and are counted in 'dropped')",
     "ssim": "tf.image.ssim, max_val 1.0, 11x11 Gaussian window, whole crop (higher is better)",
 }
-MASK_KINDS = ("rect", "freeform")
+MASK_KINDS = ("rect", "freeform", "file")
+DEFAULT_MASK_KINDS = ("rect", "freeform")
 INPAINT_RADIUS = 5
+# Paired comparisons: each of these methods against each baseline, on the same image and hole.
+PAIRED_METHODS = ("ours", "ours_post")
+PAIRED_BASELINES = ("telea", "navier_stokes", "mean_fill")
+# Direction of each metric: +1 higher is better, -1 lower is better.
+METRIC_SIGN = {"l1": -1, "l1_hole": -1, "psnr": 1, "ssim": 1}
 # The regression guard (`--fail-below`) reads this entry of the report.
 GUARD = {"method": "ours", "mask_kind": "rect", "metric": "psnr"}
 
@@ -323,11 +332,13 @@ def _float(v) -> float | None:
 
 
 def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir: str, *,
-             mask_kinds: Sequence[str] = MASK_KINDS, seed: int = 0, masks_per_image: int = 4,
+             mask_kinds: Sequence[str] = DEFAULT_MASK_KINDS, seed: int = 0,
+             masks_per_image: int = 4,
              postprocess: bool = True, baselines: bool = True, max_images: int | None = None,
              image_size: int | None = None, batch_size: int = 8,
              inpaint_radius: int = INPAINT_RADIUS, contact_rows: int = 4,
-             cell_size: int = 128, log: Callable[[str], None] | None = print) -> dict:
+             cell_size: int = 128, mask_files: str | None = None,
+             log: Callable[[str], None] | None = print) -> dict:
     """Scores a model and the baselines on fixed holes; writes report.json, samples.jsonl and
     contact_sheet.png into `out_dir` (see the module docstring) and returns the report.
 
@@ -335,7 +346,8 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
       model_path: run directory, SavedModel directory or TF Serving base path (`load_model`).
       data_pattern: glob(s) of TFRecord shards; None = the sample dataset's val split.
       out_dir: output directory (created).
-      mask_kinds: any of "rect", "freeform"; each is reported separately.
+      mask_kinds: any of "rect", "freeform", "file" (masks from `mask_files`, picked by
+        image key and seed, centre-cropped); each is reported separately.
       seed: base seed of the holes.
       masks_per_image: holes drawn per image and kind (seeds `mask_seed(seed, i)`).
       postprocess: also score `ours_post`.
@@ -346,6 +358,8 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
       inpaint_radius: radius of the OpenCV baselines (the post-processing keeps the paper's 1).
       contact_rows: images on the contact sheet (0: no contact sheet).
       cell_size: pixel side of each contact-sheet cell.
+      mask_files: glob of the user's mask images or mask TFRecords for the "file" kind
+        (default: the model config's `masks.mask_files`).
       log: progress messages (None: silent).
 
     Returns:
@@ -373,6 +387,11 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     start = time.perf_counter()
     config, complete_fn, info = load_model(model_path)
     config = eval_config(config, image_size)
+    if mask_files:
+        config = config.override({"masks.mask_files": mask_files})
+    if "file" in kinds and not config.masks.mask_files.strip():
+        raise EvaluationError("mask kind 'file' needs --mask-files: a glob of mask images "
+                              "(white = hole) or mask TFRecords")
     if data_pattern is None:
         data_pattern = default_data_pattern("val")
     try:
@@ -391,8 +410,12 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     images_seen: set[str] = set()
     for kind in kinds:
         for index in range(masks_per_image):
-            ds = data_lib.make_eval_dataset(data_pattern, config, mask_kind=kind,
-                                            seed=mask_seed(seed, index), batch_size=batch_size)
+            try:
+                ds = data_lib.make_eval_dataset(data_pattern, config, mask_kind=kind,
+                                                seed=mask_seed(seed, index),
+                                                batch_size=batch_size)
+            except (ValueError, FileNotFoundError) as e:
+                raise EvaluationError(f"{kind} masks: {e}") from e
             taken = 0
             try:
                 for batch in ds:
@@ -503,6 +526,24 @@ def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config,
                     entry[metric] = round(float(finite.mean()), 6) if finite.size else None
                 bins[label] = entry
             by_area[method][kind] = bins
+    paired: dict = {}
+    for method in (m for m in PAIRED_METHODS if m in methods):
+        paired[method] = {}
+        for baseline in (b for b in PAIRED_BASELINES if b in methods):
+            paired[method][baseline] = {}
+            for kind in kinds:
+                chosen = [s for s in samples if s.kind == kind]
+                entry = {}
+                for metric in METRICS:
+                    ci = metrics_lib.mean_ci([s.scores[method][metric] - s.scores[baseline][metric]
+                                              for s in chosen])
+                    if ci["mean"] is not None:
+                        excludes = ci["ci_low"] > 0 or ci["ci_high"] < 0
+                        better = (ci["ci_low"] > 0 if METRIC_SIGN[metric] > 0
+                                  else ci["ci_high"] < 0)
+                        ci = {**ci, "excludes_zero": bool(excludes), "better": bool(better)}
+                    entry[metric] = ci
+                paired[method][baseline][kind] = entry
     guard = results.get(GUARD["method"], {}).get(GUARD["mask_kind"], {}).get(GUARD["metric"], {})
     fractions = {kind: [s.hole_fraction for s in samples if s.kind == kind] for kind in kinds}
     return {
@@ -536,6 +577,10 @@ def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config,
                                "ci_high); non-finite values are dropped and counted",
         "counts": {kind: sum(s.kind == kind for s in samples) for kind in kinds},
         "results": results,
+        "paired": paired,
+        "paired_details": "per-sample difference method - baseline (same image, same hole), "
+                          "mean and Student-t 95% interval; better: the whole interval is on "
+                          "the method's better side of zero (lower L1, higher PSNR / SSIM)",
         "hole_area_bins": metrics_lib.hole_area_bins(),
         "by_hole_area": by_area,
         "regression_guard": {**GUARD, "postprocess": False, "value": guard.get("mean")},
@@ -571,7 +616,31 @@ def format_table(report: dict) -> str:
             lines.append(f"  {METHOD_LABELS[method]:<15}{cell('l1_hole', 2):>24}"
                          f"{(f'{l1_all:.2f}' if l1_all is not None else 'n/a'):>10}"
                          f"{cell('psnr', 2):>22}{cell('ssim', 3):>22}")
+        for line in paired_lines(report, kind):
+            lines.append("  " + line)
     return "\n".join(lines)
+
+
+def paired_lines(report: dict, kind: str) -> list[str]:
+    """'ours - Telea: L1 hole -1.23 [-1.80, -0.66] better; PSNR ...' lines for one mask kind."""
+    out = []
+    for method, against in report.get("paired", {}).items():
+        for baseline, kinds in against.items():
+            entry = kinds.get(kind)
+            if not entry:
+                continue
+            cells = []
+            for metric, label in (("l1_hole", "L1 hole"), ("psnr", "PSNR")):
+                ci = entry[metric]
+                if ci["mean"] is None:
+                    continue
+                verdict = "better" if ci["better"] else (
+                    "worse" if ci["excludes_zero"] else "no significant difference")
+                cells.append(f"{label} {ci['mean']:+.2f} [{ci['ci_low']:+.2f}, "
+                             f"{ci['ci_high']:+.2f}] {verdict}")
+            out.append(f"{METHOD_LABELS[method]} - {METHOD_LABELS[baseline]}: "
+                       + "; ".join(cells))
+    return out
 
 
 def markdown_table(report: dict) -> str:
@@ -596,4 +665,25 @@ def markdown_table(report: dict) -> str:
             out.append(f"| {METHOD_LABELS[method]} | {cell('l1_hole', 2)} | {cell('l1', 2)} | "
                        f"{cell('psnr', 2)} | {cell('ssim', 3)} |")
         out.append("")
+        rows = []
+        for method, against in report.get("paired", {}).items():
+            for baseline, kinds in against.items():
+                entry = kinds.get(kind)
+                if not entry or entry["l1_hole"]["mean"] is None:
+                    continue
+
+                def paired_cell(metric):
+                    ci = entry[metric]
+                    mark = " ✓" if ci["better"] else (" ✗" if ci["excludes_zero"] else "")
+                    return f"{ci['mean']:+.2f} [{ci['ci_low']:+.2f}, {ci['ci_high']:+.2f}]{mark}"
+
+                rows.append(f"| {METHOD_LABELS[method]} − {METHOD_LABELS[baseline]} | "
+                            f"{paired_cell('l1_hole')} | {paired_cell('psnr')} |")
+        if rows:
+            out.append("Paired differences (same image and hole; 95% CI; ✓ = the whole interval "
+                       "is better, ✗ = worse):\n")
+            out.append("| comparison | Δ L1 in hole | Δ PSNR (dB) |")
+            out.append("|---|---|---|")
+            out.extend(rows)
+            out.append("")
     return "\n".join(out)

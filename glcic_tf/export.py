@@ -12,7 +12,9 @@ Signatures (batch and spatial dimensions dynamic; stock TensorFlow ops only):
   BMP/GIF (so TF Serving's REST `{"b64": ...}` convention applies); output `completed_bytes`,
   tf.string [None], PNG. Each element is decoded (image as RGB; mask with any channel count,
   reduced to luma times alpha, >= 0.2 = hole), completed with `completion.complete_full_resolution`
-  (long side scaled down to `maxdim`, 500 by default as the official tool, sides rounded to
+  (long side scaled down to `maxdim`: by default 500 for the paper's 256 px crops, as the 2018
+  release of the official `inpaint.lua` (its 2020 version uses 600), scaled with the training
+  crop for other presets (`completion.default_maxdim`), sides rounded to
   multiples of 4, the config's input convention, composite at the original resolution, pixels
   outside the hole unchanged) and PNG-encoded, one element at a time with tf.map_fn so images
   in one request may differ in size. A mask whose size differs from its image fails the request
@@ -51,7 +53,7 @@ import uuid
 
 from typing import Sequence
 
-from glcic_tf.completion import (DEFAULT_MAXDIM, HOLE_THRESHOLD, FoldedNetwork,
+from glcic_tf.completion import (HOLE_THRESHOLD, FoldedNetwork, default_maxdim,
                                  complete_full_resolution, default_float32_layers,
                                  keras_complete_fn, mask_gray_tf, to_uint8_tf)
 from glcic_tf.completion import fold_batch_norm as fold_batch_norm_fn
@@ -239,7 +241,7 @@ natural images similar to the training data.
 
 def export_saved_model(completion_model, config, base_path: str, *, version: int | None = None,
                        precision: str = "float32", step: int | None = None,
-                       maxdim: int = DEFAULT_MAXDIM, source: str = "keras model",
+                       maxdim: int | None = None, source: str = "keras model",
                        fold_batch_norm: bool | None = None,
                        float32_layers: Sequence[str] | None = None) -> str:
     """Writes `base_path/VERSION/` (a SavedModel with the two signatures) atomically.
@@ -251,7 +253,8 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
       version: positive integer; default 1 + the highest existing version.
       precision: "float32" or "bfloat16" (bf16 compute inside the graph).
       step: training steps of the weights (for the model card; None = untrained).
-      maxdim: long side the serving signature scales images down to.
+      maxdim: long side the serving signature scales images down to (None:
+        `completion.default_maxdim(config)`, the official 500 px scaled with the crop size).
       source: where the weights come from (for the model card).
       fold_batch_norm: fold batch norm into the convolutions (default: only for bfloat16).
       float32_layers: with bfloat16, the convolutions that compute in float32; None =
@@ -267,6 +270,8 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
 
     if precision not in EXPORT_PRECISIONS:
         raise ExportError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
+    if maxdim is None:
+        maxdim = default_maxdim(config)
     if not isinstance(maxdim, int) or maxdim < 4:
         raise ExportError(f"maxdim must be an integer >= 4, got {maxdim!r}")
     if version is None:

@@ -241,22 +241,8 @@ def center_mask_crop(mask: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def local_offset_for(mask: tf.Tensor, local_size: int) -> tf.Tensor:
     """Top-left (y, x) of the `local_size` patch centred on the holes' bounding box, clipped to
-    the image; int32 [2]. The patch contains the whole bounding box whenever it fits."""
-    size = mask.shape[0]
-    if size is None or mask.shape[1] != size:
-        raise ValueError(f"local_offset_for needs a square mask of static size, got {mask.shape}")
-    hole = mask[..., 0] > 0.5
-
-    def centred_start(any_hole):  # any_hole: bool [S] along one axis
-        first = tf.argmax(tf.cast(any_hole, tf.int32), output_type=tf.int32)
-        end = size - tf.argmax(tf.cast(any_hole[::-1], tf.int32), output_type=tf.int32)
-        # floor((first + end - L) / 2): the patch [start, start + L) holds [first, end)
-        # whenever end - first <= L.
-        start = tf.math.floordiv(first + end - local_size, 2)
-        return tf.clip_by_value(start, 0, size - local_size)
-
-    return tf.stack([centred_start(tf.reduce_any(hole, axis=1)),
-                     centred_start(tf.reduce_any(hole, axis=0))])
+    the image; int32 [2] (`masks.centred_offset`)."""
+    return masks_lib.centred_offset(mask, local_size)
 
 
 def file_holes(encoded: tf.Tensor, image_size: int, masks_config: MaskConfig, seed, *,

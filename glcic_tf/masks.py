@@ -4,7 +4,8 @@ Convention everywhere in glcic_tf: a mask is float32 (..., H, W, 1) with 1 = hol
 
 Generation (graph only, stateless random ops, one `seed` of shape [2] per example):
 `sample_rect_holes` draws the paper's rectangles and the local discriminator's patch around the
-first one; `sample_freeform_holes` draws random strokes inside the patch; `sample_holes`
+first one (centred on it, as the paper, or anywhere containing it: `MaskConfig.local_patch`);
+`sample_freeform_holes` draws random strokes inside the patch; `sample_holes`
 dispatches on `MaskConfig.kind` ("rect", "freeform", "mixed").
 """
 
@@ -95,9 +96,11 @@ def sample_rect_holes(image_size: int, masks: MaskConfig, seed) -> dict:
     """The paper's holes: `num_holes` rectangles and the local patch around the first one.
 
     Each side is uniform in [hole_min, hole_max]; each rectangle is placed uniformly among the
-    positions where it lies inside the image. The `local_size` patch is placed uniformly among
-    the positions where it contains the first rectangle and lies inside the image (possible
-    because hole_max <= local_size <= image_size, which the config checks).
+    positions where it lies inside the image. The `local_size` patch contains the first
+    rectangle and lies inside the image (possible because hole_max <= local_size <=
+    image_size, which the config checks): with `masks.local_patch == "centred"` (the paper) it
+    is centred on the rectangle (floor((2y + h - L) / 2)) and shifted inwards where it would
+    leave the image; with "containing" it is uniform among the positions that contain it.
 
     Args:
       image_size: S, the side of the square crop.
@@ -114,11 +117,42 @@ def sample_rect_holes(image_size: int, masks: MaskConfig, seed) -> dict:
     hw = _uniform_int([n, 2], s_size, masks.hole_min, masks.hole_max)
     yx = _uniform_int([n, 2], s_pos, 0, size - hw)
     boxes = tf.concat([yx, hw], axis=1)
-    # The local patch: top-left in [max(0, end - L), min(start, S - L)] on each axis.
-    low = tf.maximum(0, yx[0] + hw[0] - local)
-    high = tf.minimum(yx[0], size - local)
-    offset = _uniform_int([2], s_local, low, high)
+    if masks.local_patch == "centred":
+        offset = centred_start(yx[0], yx[0] + hw[0], local, size)
+    else:
+        # Uniform top-left in [max(0, end - L), min(start, S - L)] on each axis.
+        low = tf.maximum(0, yx[0] + hw[0] - local)
+        high = tf.minimum(yx[0], size - local)
+        offset = _uniform_int([2], s_local, low, high)
     return {"mask": rect_mask(boxes, size), "local_offset": offset, "boxes": boxes}
+
+
+def centred_start(first, end, local_size: int, size: int) -> tf.Tensor:
+    """Start of the `local_size` window centred on [first, end), clipped to [0, size - L].
+
+    floor((first + end - L) / 2): the window [start, start + L) holds [first, end) whenever
+    end - first <= L, and clipping keeps that true for a span inside [0, size).
+    """
+    first, end = tf.cast(first, tf.int32), tf.cast(end, tf.int32)
+    start = tf.math.floordiv(first + end - local_size, 2)
+    return tf.clip_by_value(start, 0, size - local_size)
+
+
+def centred_offset(mask: tf.Tensor, local_size: int) -> tf.Tensor:
+    """Top-left (y, x) of the `local_size` patch centred on the holes' bounding box, clipped to
+    the image; int32 [2]. The patch contains the whole bounding box whenever it fits."""
+    size = mask.shape[0]
+    if size is None or mask.shape[1] != size:
+        raise ValueError(f"centred_offset needs a square mask of static size, got {mask.shape}")
+    hole = mask[..., 0] > 0.5
+
+    def axis_start(any_hole):  # any_hole: bool [S] along one axis
+        first = tf.argmax(tf.cast(any_hole, tf.int32), output_type=tf.int32)
+        end = size - tf.argmax(tf.cast(any_hole[::-1], tf.int32), output_type=tf.int32)
+        return centred_start(first, end, local_size, size)
+
+    return tf.stack([axis_start(tf.reduce_any(hole, axis=1)),
+                     axis_start(tf.reduce_any(hole, axis=0))])
 
 
 def stroke_mask(patch_size: int, masks: MaskConfig, seed) -> tf.Tensor:
@@ -165,7 +199,8 @@ def sample_freeform_holes(image_size: int, masks: MaskConfig, seed) -> dict:
     """Free-form strokes inside a uniformly placed `local_size` patch.
 
     The strokes are drawn on the patch's own grid and padded into the image, so the hole always
-    lies inside the patch the local discriminator sees.
+    lies inside the patch; with `masks.local_patch == "centred"` the local discriminator's
+    patch is then re-centred on the strokes' bounding box (which it still contains).
 
     Returns:
       {"mask": float32 [S, S, 1], "local_offset": int32 [2] (y, x)}.
@@ -178,6 +213,8 @@ def sample_freeform_holes(image_size: int, masks: MaskConfig, seed) -> dict:
     pad = tf.stack([[offset[0], size - local - offset[0]],
                     [offset[1], size - local - offset[1]], [0, 0]])
     mask = tf.ensure_shape(tf.pad(patch, pad), [size, size, 1])
+    if masks.local_patch == "centred":
+        offset = centred_offset(mask, local)
     return {"mask": mask, "local_offset": offset}
 
 

@@ -24,6 +24,7 @@ import math
 import keras
 from keras import layers
 
+from glcic_tf import fill as fill_lib
 from glcic_tf.config import ModelConfig
 
 # (name, kind, kernel, stride, dilation, filters) of the completion network, Table 1 of the paper.
@@ -63,13 +64,99 @@ def _check_width(width: float) -> None:
         raise ValueError(f"width must be a number in (0, 4], got {width!r}")
 
 
+@keras.saving.register_keras_serializable(package="glcic_tf")
+class TorchUniform(keras.initializers.Initializer):
+    """Torch7's default reset: uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)] for weights and
+    biases alike, `fan_in` given explicitly (Keras would take a transposed convolution's output
+    channels for its fan-in; Torch7 takes kW * kH * nInputPlane)."""
+
+    def __init__(self, fan_in: int, seed=None):
+        if int(fan_in) < 1:
+            raise ValueError(f"fan_in must be >= 1, got {fan_in!r}")
+        self.fan_in = int(fan_in)
+        self.seed = seed
+        self._uniform = keras.initializers.RandomUniform(
+            -self.limit, self.limit, seed=seed)
+
+    @property
+    def limit(self) -> float:
+        return 1.0 / math.sqrt(self.fan_in)
+
+    def __call__(self, shape, dtype=None):
+        return self._uniform(shape, dtype=dtype)
+
+    def get_config(self):
+        return {"fan_in": self.fan_in, "seed": self.seed}
+
+
+def _initializers(config: ModelConfig, fan_in: int) -> dict:
+    """kernel / bias initializers of a convolution or dense layer under `config.initializer`."""
+    if config.initializer == "torch":
+        return {"kernel_initializer": TorchUniform(fan_in),
+                "bias_initializer": TorchUniform(fan_in)}
+    return {}
+
+
 def _batch_norm(x, name: str, config: ModelConfig):
+    extra = {}
+    if config.initializer == "torch":  # Torch7 nn.BatchNormalization: weight:uniform()
+        extra["gamma_initializer"] = keras.initializers.RandomUniform(0.0, 1.0)
     return layers.BatchNormalization(
         momentum=config.batch_norm_momentum,
         epsilon=config.batch_norm_epsilon,
         synchronized=config.sync_batch_norm,
         name=f"{name}_bn",
+        **extra,
     )(x)
+
+
+@keras.saving.register_keras_serializable(package="glcic_tf")
+class HarmonicFill(layers.Layer):
+    """The image with its hole replaced by `fill.harmonic_fill` (no gradient flows through it).
+
+    Inputs [image [B, H, W, 3] in [0, 1], mask [B, H, W, 1]]; output float32 like image.
+    """
+
+    def __init__(self, iterations: int = fill_lib.DEFAULT_ITERATIONS, **kwargs):
+        super().__init__(**kwargs)
+        self.iterations = int(iterations)
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        image, mask = inputs
+        image = tf.cast(image, tf.float32)
+        return tf.stop_gradient(fill_lib.harmonic_fill(image, mask, self.iterations))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "iterations": self.iterations}
+
+
+@keras.saving.register_keras_serializable(package="glcic_tf")
+class ResidualSigmoid(layers.Layer):
+    """sigmoid(logit(fill) + residual): the fill itself when the residual is 0, always in
+    (0, 1). The fill is clipped to [`margin`, 1 - `margin`] before the logit."""
+
+    def __init__(self, margin: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = float(margin)
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        base, residual = inputs
+        base = tf.clip_by_value(tf.cast(base, tf.float32), self.margin, 1.0 - self.margin)
+        logit = tf.math.log(base) - tf.math.log1p(-base)
+        return tf.sigmoid(logit + tf.cast(residual, tf.float32))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
 
 
 def conv_bn_relu(x, filters: int, kernel: int, *, stride: int = 1, dilation: int = 1,
@@ -82,16 +169,18 @@ def conv_bn_relu(x, filters: int, kernel: int, *, stride: int = 1, dilation: int
     kernels and the 4x4 stride-2 transposed convolution (Torch SpatialFullConvolution with
     pad 1) are symmetric under 'same' already.
     """
+    init = _initializers(config, kernel * kernel * int(x.shape[-1]))
     if transpose:
-        x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=name)(x)
+        x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=name,
+                                   **init)(x)
     elif config.padding == "torch" and stride > 1:
         p = (kernel - 1) // 2 * dilation
         x = layers.ZeroPadding2D(((p, p), (p, p)), name=f"{name}_pad")(x)
         x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
-                          padding="valid", name=name)(x)
+                          padding="valid", name=name, **init)(x)
     else:
         x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
-                          padding="same", name=name)(x)
+                          padding="same", name=name, **init)(x)
     x = _batch_norm(x, name, config)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -127,18 +216,31 @@ def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
 
     image = keras.Input(shape=(None, None, 3), name="image")
     mask = keras.Input(shape=(None, None, 1), name="mask")
-    x = layers.Concatenate(axis=-1, name="input_concat")([image, mask])
+    residual = config.output == "harmonic_residual"
+    seen = HarmonicFill(dtype="float32", name="harmonic_fill")([image, mask]) if residual else image
+    x = layers.Concatenate(axis=-1, name="input_concat")([seen, mask])
     dilated = iter(dilations)
     for layer_name, kind, kernel, stride, dilation, filters in COMPLETION_LAYERS:
         if layer_name.startswith("dilated_conv"):
             dilation = int(next(dilated))
         if layer_name == "output_conv":
-            x = layers.Conv2D(3, kernel, padding="same", name=layer_name)(x)
+            fan_in = kernel * kernel * int(x.shape[-1])
+            # The residual starts small (a tenth of Torch7's bound, zero bias): an untrained
+            # network returns nearly the harmonic fill, yet every layer gets a gradient from
+            # the first step (a zero kernel would block them until it grew).
+            init = ({"kernel_initializer": keras.initializers.RandomUniform(
+                        -0.1 / math.sqrt(fan_in), 0.1 / math.sqrt(fan_in)),
+                     "bias_initializer": "zeros"} if residual
+                    else _initializers(config, fan_in))
+            x = layers.Conv2D(3, kernel, padding="same", name=layer_name, **init)(x)
             break
         x = conv_bn_relu(x, scaled(filters, width), kernel, stride=stride, dilation=dilation,
                          name=layer_name, config=config, transpose=(kind == "deconv"))
-    # Sigmoid in float32 so mixed-precision policies still return float32 images.
-    out = layers.Activation("sigmoid", dtype="float32", name="completion")(x)
+    # In float32 so mixed-precision policies still return float32 images.
+    if residual:
+        out = ResidualSigmoid(dtype="float32", name="completion")([seen, x])
+    else:
+        out = layers.Activation("sigmoid", dtype="float32", name="completion")(x)
     return keras.Model(inputs={"image": image, "mask": mask}, outputs=out, name=name)
 
 
@@ -153,7 +255,8 @@ def _discriminator_branch(prefix: str, size: int, filters: tuple[int, ...], widt
         x = conv_bn_relu(x, scaled(f, width), 5, stride=2, name=f"{prefix}_conv{i}",
                          config=config)
     x = layers.Flatten(name=f"{prefix}_flatten")(x)
-    x = layers.Dense(scaled(FC_UNITS, width), name=f"{prefix}_fc")(x)
+    x = layers.Dense(scaled(FC_UNITS, width), name=f"{prefix}_fc",
+                     **_initializers(config, int(x.shape[-1])))(x)
     x = layers.ReLU(name=f"{prefix}_fc_relu")(x)
     return keras.Model(inp, x, name=f"{prefix}_discriminator")
 
@@ -198,7 +301,8 @@ def context_discriminator(image_size: int = 256, local_size: int = 128, width: f
     global_image = keras.Input(shape=(image_size, image_size, 3), name="global_image")
     local_image = keras.Input(shape=(local_size, local_size, 3), name="local_image")
     x = layers.Concatenate(axis=-1, name="concat_2048")([g(global_image), lo(local_image)])
-    logits = layers.Dense(1, dtype="float32", name="context_fc")(x)
+    logits = layers.Dense(1, dtype="float32", name="context_fc",
+                          **_initializers(config, int(x.shape[-1])))(x)
     prob = layers.Activation("sigmoid", dtype="float32", name="realness")(logits)
     return keras.Model(inputs={"global_image": global_image, "local_image": local_image},
                        outputs=prob, name=name)

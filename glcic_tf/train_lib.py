@@ -30,6 +30,7 @@ class TrainOptions:
     export: bool = True
     init_from: str | None = None
     start_phase: int | None = None
+    before_after: bool = False  # write RUN_DIR/before_after.png (a held-out photo) at the end
 
 
 def _dataset_dir(pattern: str) -> str:
@@ -66,6 +67,7 @@ def _check_compatible(source: str, theirs: GLCICConfig, ours: GLCICConfig) -> No
     """Warm start needs the same network structure and input convention."""
     fields = {"model.width": (theirs.model.width, ours.model.width),
               "model.padding": (theirs.model.padding, ours.model.padding),
+              "model.output": (theirs.model.output, ours.model.output),
               "data.input_convention": (theirs.data.input_convention,
                                         ours.data.input_convention)}
     bad = [f"{k}: {a!r} there, {b!r} here" for k, (a, b) in fields.items() if a != b]
@@ -160,7 +162,8 @@ def train(options: TrainOptions) -> training.TrainingResult:
     try:
         result = training.run_training(config, options.run_dir, train_dataset_fn=dataset_fn,
                                        strategy=strategy, preview_batch=preview, init_fn=init_fn,
-                                       start_phase=options.start_phase)
+                                       start_phase=options.start_phase,
+                                       eval_pattern=val_pattern)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         raise data_lib.explain_data_error(e, train_pattern) from e
     print(f"glcic_tf: {result.step}/{config.schedule.total_steps} steps in "
@@ -171,4 +174,11 @@ def train(options: TrainOptions) -> training.TrainingResult:
         version_dir = export.export_from_run(options.run_dir,
                                              os.path.join(options.run_dir, "export", "glcic"))
         print(f"glcic_tf: exported SavedModel {version_dir}", flush=True)
+        if options.before_after and val_pattern:
+            from glcic_tf import before_after
+
+            path = before_after.write_before_after(version_dir, val_pattern, options.run_dir)
+            print(f"glcic_tf: wrote {path} (a held-out photo: with its hole, completed by the "
+                  f"network alone, with the paper's post-processing, and the original)",
+                  flush=True)
     return result

@@ -10,9 +10,15 @@ Phases (global step counts from the config's schedule):
   2. T_D steps: D alone, binary cross-entropy of real images vs. completed images (generated pixels
      inside the hole, original outside); the global branch sees the whole image and the local one
      the `local_size` patch around the hole. C runs in inference mode and is left untouched.
-  3. T_train steps: D and C together, in the order of the paper's Algorithm 1: a D step on the
-     detached completions, then a C step on MSE + alpha * GAN through the updated D, where GAN
-     is the non-saturating -log D(completed) (C tries to make D call its completions real).
+  3. T_train - T_C - T_D steps (the paper's T_train is the total): D and C together, in the
+     order of the paper's Algorithm 1: a D step on the detached completions, then a C step on
+     MSE + alpha * GAN through the updated D, where GAN is Eq. 2's saturating log(1 - D(completed))
+     or the non-saturating -log D(completed) (`loss.generator_gan`).
+
+D sees each real image through the local patch of a random mask of its own (Eq. 2's M_d,
+`loss.real_local_patch = "own_random"`, the batch's `real_local_offset`) or, as this code did
+before, at the completed image's patch ("same_as_fake"). C's reconstruction term is the MSE or
+(`loss.reconstruction = "l1"`) the mean absolute error in the hole.
      (Computing both gradients from one forward pass and applying them together raced under
      MirroredStrategy: updates differed from one device by ~1e-2 with SGD, non-deterministically.)
 
@@ -46,9 +52,9 @@ from glcic_tf import masks as masks_lib
 from glcic_tf import models, runs
 from glcic_tf.config import GLCICConfig
 
-PHASE_NAMES = {1: "completion (T_C): MSE only",
+PHASE_NAMES = {1: "completion (T_C): reconstruction loss only",
                2: "discriminator (T_D): D only",
-               3: "joint (T_train): MSE + alpha * GAN"}
+               3: "joint (T_train - T_C - T_D): reconstruction + alpha * GAN"}
 
 
 _LAST_TRAINER = None  # the trainer of the latest run_training call in this process
@@ -65,6 +71,35 @@ def masked_mse_per_example(prediction: tf.Tensor, target: tf.Tensor, mask: tf.Te
     prediction = tf.cast(prediction, tf.float32)
     diff = (prediction - tf.cast(target, tf.float32)) * tf.cast(mask, tf.float32)
     return tf.reduce_mean(tf.square(diff), axis=[1, 2, 3])
+
+
+def masked_l1_per_example(prediction: tf.Tensor, target: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """|M * (C(x, M) - x)| per example, as the mean over pixels and channels: shape [B]."""
+    prediction = tf.cast(prediction, tf.float32)
+    diff = (prediction - tf.cast(target, tf.float32)) * tf.cast(mask, tf.float32)
+    return tf.reduce_mean(tf.abs(diff), axis=[1, 2, 3])
+
+
+def reconstruction_per_example(prediction, target, mask, kind: str) -> tf.Tensor:
+    """C's reconstruction term (`loss.reconstruction`): "mse" (the paper) or "l1"; shape [B]."""
+    if kind == "mse":
+        return masked_mse_per_example(prediction, target, mask)
+    if kind == "l1":
+        return masked_l1_per_example(prediction, target, mask)
+    raise ValueError(f"unknown loss.reconstruction {kind!r}")
+
+
+def generator_gan_per_example(fake_logits: tf.Tensor, kind: str) -> tf.Tensor:
+    """C's GAN term from D's logits on completed images (`loss.generator_gan`); shape [B].
+
+    "saturating": log(1 - D(C(x))) as Eq. 2 writes it (C minimises it; its gradient vanishes
+    where D is confident); "non_saturating": -log D(C(x)).
+    """
+    if kind == "saturating":
+        return -bce_with_logits_per_example(fake_logits, 0.0)  # log(1 - sigmoid(logits))
+    if kind == "non_saturating":
+        return bce_with_logits_per_example(fake_logits, 1.0)
+    raise ValueError(f"unknown loss.generator_gan {kind!r}")
 
 
 def bce_with_logits_per_example(logits: tf.Tensor, label: float) -> tf.Tensor:
@@ -186,15 +221,29 @@ class GLCICTrainer(keras.Model):
     def _accumulate(total, grads):
         return list(grads) if total is None else [a + b for a, b in zip(total, grads)]
 
+    def _real_offsets(self, data):
+        if self.glcic_config.loss.real_local_patch == "same_as_fake":
+            return data["local_offset"]
+        if "real_local_offset" not in data:
+            raise ValueError("loss.real_local_patch is 'own_random' but the batch has no "
+                             "'real_local_offset' (see glcic_tf.data.with_real_local_offset)")
+        return data["real_local_offset"]
+
     def _d_losses(self, data, completed):
-        offsets = data["local_offset"]
-        real_logits = self._d_logits(data["image"], offsets, training=self._bn_training)
-        fake_logits = self._d_logits(completed, offsets, training=self._bn_training)
+        real_logits = self._d_logits(data["image"], self._real_offsets(data),
+                                     training=self._bn_training)
+        fake_logits = self._d_logits(completed, data["local_offset"], training=self._bn_training)
         per_example = (bce_with_logits_per_example(real_logits, 1.0)
                        + bce_with_logits_per_example(fake_logits, 0.0))
+        if self.glcic_config.loss.discriminator_alpha:
+            per_example = self.glcic_config.loss.alpha * per_example
         self.d_real_acc.update_state(tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32))
         self.d_fake_acc.update_state(tf.cast(tf.reshape(fake_logits, [-1]) < 0, tf.float32))
         return per_example
+
+    def _reconstruction(self, out, data):
+        return reconstruction_per_example(out, data["image"], data["mask"],
+                                          self.glcic_config.loss.reconstruction)
 
     def _d_step(self, micro, global_batch, completed_fn):
         """Accumulates D's gradients over the micro-batches, then applies them once."""
@@ -218,13 +267,14 @@ class GLCICTrainer(keras.Model):
             with tf.GradientTape() as tape:
                 out = self.completion(self._inputs(part), training=self._bn_training)
                 mse = masked_mse_per_example(out, part["image"], part["mask"])
-                per_example = mse
+                per_example = self._reconstruction(out, part)
                 if alpha is not None:
                     completed = masks_lib.composite(out, part["image"], part["mask"])
                     fake_logits = self._d_logits(completed, part["local_offset"],
                                                  training=self._bn_training)
-                    gan = bce_with_logits_per_example(fake_logits, 1.0)
-                    per_example = mse + alpha * gan
+                    gan = generator_gan_per_example(fake_logits,
+                                                    self.glcic_config.loss.generator_gan)
+                    per_example = per_example + alpha * gan
                     self.c_gan_tracker.update_state(tf.reduce_mean(gan))
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 scaled = self._scaled(self.c_optimizer, loss)
@@ -255,8 +305,8 @@ class GLCICTrainer(keras.Model):
                 fake_logits = self._d_logits(completed, data["local_offset"],
                                              training=self._bn_training)
                 mse = masked_mse_per_example(out, data["image"], data["mask"])
-                gan = bce_with_logits_per_example(fake_logits, 1.0)
-                loss = tf.nn.compute_average_loss(mse + alpha * gan,
+                gan = generator_gan_per_example(fake_logits, self.glcic_config.loss.generator_gan)
+                loss = tf.nn.compute_average_loss(self._reconstruction(out, data) + alpha * gan,
                                                   global_batch_size=global_batch)
                 scaled = self._scaled(self.c_optimizer, loss)
             self.c_optimizer.apply_gradients(zip(tape.gradient(scaled, c_vars), c_vars))
@@ -294,17 +344,22 @@ def synthetic_batch(config: GLCICConfig, batch_size: int | None = None, seed: in
         image = rng.random((b, s, s, 3), dtype=np.float32)
     mask = np.zeros((b, s, s, 1), np.float32)
     offsets = np.zeros((b, 2), np.int32)
+    real_offsets = np.zeros((b, 2), np.int32)
     for i in range(b):
         hh, hw = rng.integers(config.masks.hole_min, config.masks.hole_max + 1, size=2)
         y, x = rng.integers(0, s - hh + 1), rng.integers(0, s - hw + 1)
         mask[i, y:y + hh, x:x + hw] = 1
-        offsets[i] = (min(max(y + hh - ls, 0), y, s - ls), min(max(x + hw - ls, 0), x, s - ls))
+        # Centred on the hole, clipped to the image (masks.centred_start).
+        offsets[i] = (min(max((2 * y + hh - ls) // 2, 0), s - ls),
+                      min(max((2 * x + hw - ls) // 2, 0), s - ls))
+        real_offsets[i] = rng.integers(0, s - ls + 1, size=2)
     masked = image * (1 - mask) + np.asarray(config.data.mean_pixel, np.float32) * mask
     return {"image": image, "mask": mask, "masked": masked.astype(np.float32),
-            "local_offset": offsets, "key": np.array([b"synthetic-%d" % i for i in range(b)])}
+            "local_offset": offsets, "real_local_offset": real_offsets,
+            "key": np.array([b"synthetic-%d" % i for i in range(b)])}
 
 
-TRAIN_FEATURES = ("image", "mask", "local_offset")
+TRAIN_FEATURES = ("image", "mask", "local_offset", "real_local_offset")
 
 
 def training_features(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -313,9 +368,16 @@ def training_features(dataset: tf.data.Dataset) -> tf.data.Dataset:
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def make_optimizer(learning_rate: float, config: GLCICConfig):
-    opt = keras.optimizers.Adadelta(learning_rate=learning_rate, rho=config.optimizer.rho,
-                                    epsilon=config.optimizer.epsilon)
+def make_optimizer(learning_rate: float, config: GLCICConfig, role: str = "completion"):
+    """`optimizer.name` ("adadelta", the paper's, or "adam") for C (`role` "completion") or D
+    ("discriminator"), wrapped for loss scaling under mixed_float16."""
+    o = config.optimizer
+    if o.name == "adam":
+        opt = keras.optimizers.Adam(
+            learning_rate=learning_rate, beta_2=o.beta_2,
+            beta_1=o.beta_1 if role == "completion" else o.beta_1_discriminator)
+    else:
+        opt = keras.optimizers.Adadelta(learning_rate=learning_rate, rho=o.rho, epsilon=o.epsilon)
     if config.precision == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
@@ -330,12 +392,16 @@ def build_trainer(config: GLCICConfig, strategy: tf.distribute.Strategy | None =
     that Adadelta's nearly scale-invariant first step would hide.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    optimizer_fn = optimizer_fn or make_optimizer
     with strategy.scope():
         c, d = models.build_models(config.model, config.data.image_size, config.masks.local_size)
         trainer = GLCICTrainer(c, d, config)
-        c_opt = optimizer_fn(config.optimizer.learning_rate_completion, config)
-        d_opt = optimizer_fn(config.optimizer.learning_rate_discriminator, config)
+        if optimizer_fn is None:
+            c_opt = make_optimizer(config.optimizer.learning_rate_completion, config, "completion")
+            d_opt = make_optimizer(config.optimizer.learning_rate_discriminator, config,
+                                   "discriminator")
+        else:
+            c_opt = optimizer_fn(config.optimizer.learning_rate_completion, config)
+            d_opt = optimizer_fn(config.optimizer.learning_rate_discriminator, config)
         # Slots created lazily inside the distributed step fail under MirroredStrategy
         # ("You must feed a value for placeholder"): build them here, in the scope.
         c_opt.build(c.trainable_variables)
@@ -439,8 +505,11 @@ class StepCallback(keras.callbacks.Callback):
     """Counts global steps, checks losses, checkpoints, logs TensorBoard scalars and images."""
 
     def __init__(self, *, step: tf.Variable, manager: tf.train.CheckpointManager | None,
-                 config: GLCICConfig, writer=None, preview_batch=None, stop=None):
+                 config: GLCICConfig, writer=None, preview_batch=None, stop=None, curve=None):
         super().__init__()
+        self.curve = curve  # eval_curve.CurveLog, or None
+        self._clock = time.perf_counter()
+        self._eval_seconds = 0.0
         self.step = step
         self.manager = manager
         self.config = config
@@ -449,6 +518,21 @@ class StepCallback(keras.callbacks.Callback):
         self.stop = stop
         self._t = time.perf_counter()
         self._images = 0
+
+    def log_curve(self) -> dict:
+        """Scores the held-out crops now (`eval_curve`); its time is not training time."""
+        t0 = time.perf_counter()
+        minutes = (t0 - self._clock - self._eval_seconds) / 60.0
+        step = int(self.step.numpy())
+        point = self.curve.log(self.model.completion, step=step,
+                               phase=phase_for_step(max(step - 1, 0), self.config),
+                               minutes=minutes)
+        print(f"\nglcic_tf: step {step}: held-out hole L1 {point['hole_l1']:.2f}, PSNR "
+              f"{point['psnr']:.2f} dB (Telea {point['baselines']['telea']['hole_l1']:.2f}, "
+              f"{point['baselines']['telea']['psnr']:.2f} dB) after {point['minutes']:.1f} min",
+              flush=True)
+        self._eval_seconds += time.perf_counter() - t0
+        return point
 
     def save(self) -> str | None:
         if self.manager is None:
@@ -485,6 +569,8 @@ class StepCallback(keras.callbacks.Callback):
             with self.writer.as_default(step=step):
                 tf.summary.image("preview/masked|output|completed|truth", grid[tf.newaxis],
                                  max_outputs=1)
+        if self.curve is not None and sched.eval_every and step % sched.eval_every == 0:
+            self.log_curve()
         if step % sched.checkpoint_every == 0:
             self.save()
         if self.stop is not None and self.stop.signum is not None:
@@ -552,7 +638,8 @@ def run_training(config: GLCICConfig, run_dir: str, *,
                  preview_batch: dict | None = None,
                  init_fn: Callable[[GLCICTrainer], None] | None = None,
                  start_phase: int | None = None,
-                 verbose: int | str = "auto") -> TrainingResult:
+                 verbose: int | str = "auto",
+                 eval_pattern: str | None = None) -> TrainingResult:
     """Runs (or resumes) the three phases until `config.schedule.total_steps`.
 
     Resume precedence: (1) the latest checkpoint in `run_dir/checkpoints` (step, phase, both
@@ -569,6 +656,8 @@ def run_training(config: GLCICConfig, run_dir: str, *,
       init_fn: warm start used only when no checkpoint exists.
       start_phase: with no checkpoint, start at the first step of this phase (1, 2 or 3), e.g.
         3 to fine-tune a warm-started C and D jointly.
+      eval_pattern: held-out shards for the learning curve (`schedule.eval_every` > 0,
+        `glcic_tf.eval_curve`); None: no curve.
     """
     if start_phase not in (None, 1, 2, 3):
         raise ValueError(f"start_phase must be 1, 2 or 3, got {start_phase!r}")
@@ -584,14 +673,14 @@ def run_training(config: GLCICConfig, run_dir: str, *,
         keras.mixed_precision.set_global_policy(config.precision)
     try:
         return _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn,
-                    start_phase, verbose, chief, multiworker)
+                    start_phase, verbose, chief, multiworker, eval_pattern)
     finally:
         if config.precision != "float32":
             keras.mixed_precision.set_global_policy("float32")
 
 
 def _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn, start_phase,
-         verbose, chief, multiworker) -> TrainingResult:
+         verbose, chief, multiworker, eval_pattern=None) -> TrainingResult:
     # Non-chief workers write to a scratch directory (MultiWorkerMirroredStrategy needs every
     # worker to take part in saving) that is deleted at the end.
     write_dir = run_dir if chief else os.path.join(
@@ -624,8 +713,19 @@ def _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn, st
                   flush=True)
 
     writer = tf.summary.create_file_writer(os.path.join(runs.log_dir(write_dir), "train"))
+    curve = None
+    if chief and eval_pattern and config.schedule.eval_every:
+        from glcic_tf import eval_curve
+
+        scorer = eval_curve.HeldOutScorer(eval_pattern, config, config.schedule.eval_images)
+        curve = eval_curve.CurveLog(run_dir, scorer, writer)
+        print(f"glcic_tf: learning curve every {config.schedule.eval_every} steps on "
+              f"{scorer.num_images} held-out crops of {eval_pattern} -> {curve.path}", flush=True)
     callback = StepCallback(step=step, manager=manager, config=config, writer=writer,
-                            preview_batch=preview_batch)
+                            preview_batch=preview_batch, curve=curve)
+    if curve is not None and not any(p["step"] >= int(step.numpy()) for p in curve.points):
+        callback.set_model(trainer)
+        callback.log_curve()  # where the curve starts (scratch or warm start)
     summaries: list[dict] = []
     total = config.schedule.total_steps
     with _StopRequested() as stop:
@@ -660,6 +760,9 @@ def _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn, st
             if int(step.numpy()) == phase_end(phase, config):
                 callback.save()  # every phase boundary
         interrupted = stop.signum
+    if curve is not None and interrupted is None and (
+            not curve.points or curve.points[-1]["step"] < int(step.numpy())):
+        callback.log_curve()  # where the curve ends
     saved = manager.latest_checkpoint
     if interrupted is not None and saved:
         print(f"glcic_tf: saved {saved} at step {int(step.numpy())}; re-run the same command "

@@ -17,6 +17,8 @@ computes in the precision it was exported with (pipelines/export.py --precision)
 another precision is an error, and the default (no --precision) takes the export's.
 
 Usage:
+  # The shipped model (models/glcic_photos128), a mask painted white where the hole is.
+  python pipelines/complete.py --image in.jpg --mask mask.png --out out.png
   python pipelines/complete.py --model runs/demo --image in.jpg --mask mask.png --out out.png
   python pipelines/complete.py --model models/glcic --image photos/ --mask masks/ --out done/
   python pipelines/complete.py --model models/glcic/3 --image in.png --out out.png --seed 7
@@ -41,8 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog=__doc__[__doc__.index("MODEL is"):],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="training run dir, SavedModel dir or TF Serving base path")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="training run dir, SavedModel dir or TF Serving base path "
+                             "(default: the shipped model, models/glcic_photos128)")
     parser.add_argument("--image", required=True, metavar="IN",
                         help="image file, or a folder of images")
     parser.add_argument("--mask", default=None, metavar="MASK",
@@ -50,9 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "extension (default: random holes)")
     parser.add_argument("--out", required=True, metavar="OUT",
                         help="output image file, or a folder for a folder of images")
-    parser.add_argument("--maxdim", type=int, default=500,
-                        help="long side the network sees at most (default: 500); 0 = full "
-                             "resolution, completing crops around the holes")
+    parser.add_argument("--maxdim", type=int, default=None,
+                        help="long side the network sees at most (default: the model's, "
+                             "which matches its training scale: 500 for the paper's 256 px "
+                             "crops, 252 for the shipped 128 px model); 0 = full resolution, "
+                             "completing crops around the holes")
     parser.add_argument("--context-margin", type=int, default=completion.CONTEXT_MARGIN,
                         metavar="PX",
                         help="with --maxdim 0: context pixels kept on each side of the holes "
@@ -72,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random holes when no --mask is given (default: 0)")
     args = parser.parse_args(argv)
-    if args.maxdim != 0 and args.maxdim < 4:
+    if args.maxdim is not None and args.maxdim != 0 and args.maxdim < 4:
         parser.error(f"--maxdim must be >= 4, or 0 for full resolution, got {args.maxdim}")
     try:
         completion.plan_regions([[False]], margin=args.context_margin,
@@ -86,13 +91,16 @@ def main(args: argparse.Namespace) -> int:
     from glcic_tf import completion
     from glcic_tf.config import ConfigError
 
+    from glcic_tf import shipped
+
     try:
-        completer = completion.Completer.from_path(args.model, precision=args.precision)
+        completer = completion.Completer.from_path(args.model or shipped.model_path(),
+                                                   precision=args.precision)
         written = completion.complete_files(
             completer, args.image, args.mask, args.out, maxdim=args.maxdim,
             postprocess=args.postprocess, seed=args.seed, context_margin=args.context_margin,
             max_region_pixels=args.max_region_pixels)
-    except (completion.CompletionError, ConfigError) as e:
+    except (completion.CompletionError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in written:

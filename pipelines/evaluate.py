@@ -39,9 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with the default data: which split of the sample photos (val holds "
                         "2 images, not seen in training; train was trained on)")
     p.add_argument("--out", default="eval", help="output directory (default: ./eval)")
-    p.add_argument("--mask-kinds", default="rect,freeform",
-                   help="comma-separated: rect (the paper's), freeform; each reported "
-                        "separately")
+    p.add_argument("--mask-kinds", default=None,
+                   help="comma-separated: rect (the paper's), freeform, file (masks from "
+                        "--mask-files); each reported separately (default rect,freeform, "
+                        "plus file with --mask-files)")
+    p.add_argument("--mask-files", help="glob of your own mask images (white = hole) or mask "
+                   "TFRecords, scored deterministically as the 'file' kind (each image gets "
+                   "a mask picked by its key and the seed, centre-cropped)")
     p.add_argument("--masks-per-image", type=int, default=4,
                    help="holes per image and kind, each from its own seed (default 4)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the holes")
@@ -63,10 +67,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="exit with status 3 when the mean PSNR (dB) of 'ours' on rect holes, "
                         "without post-processing, is below this")
     args = p.parse_args(argv)
+    if args.mask_kinds is None:
+        args.mask_kinds = "rect,freeform" + (",file" if args.mask_files else "")
     kinds = [k.strip() for k in args.mask_kinds.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ("rect", "freeform")]
-    if not kinds or bad:
-        p.error(f"--mask-kinds: expected rect and/or freeform, got {args.mask_kinds!r}")
+    bad = [k for k in kinds if k not in ("rect", "freeform", "file")]
+    if not kinds or bad or len(set(kinds)) != len(kinds):
+        p.error(f"--mask-kinds: expected distinct values of rect, freeform, file, got "
+                f"{args.mask_kinds!r}")
+    if "file" in kinds and not args.mask_files:
+        p.error("--mask-kinds file needs --mask-files")
     if args.fail_below is not None and "rect" not in kinds:
         p.error("--fail-below reads the rect results: include rect in --mask-kinds")
     args.mask_kinds = kinds
@@ -85,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     from glcic_tf import evaluation
     from glcic_tf.config import ConfigError
+    from glcic_tf.data import CorruptDataError
 
     data = args.data
     if data is not None and "," in data:
@@ -97,8 +107,9 @@ def main(args: argparse.Namespace) -> int:
             masks_per_image=args.masks_per_image, postprocess=args.postprocess,
             baselines=args.baselines, max_images=args.max_images, image_size=args.image_size,
             batch_size=args.batch_size, inpaint_radius=args.inpaint_radius,
-            contact_rows=args.contact_rows, cell_size=args.cell_size)
-    except (evaluation.EvaluationError, ConfigError, FileNotFoundError) as e:
+            contact_rows=args.contact_rows, cell_size=args.cell_size,
+            mask_files=args.mask_files)
+    except (evaluation.EvaluationError, ConfigError, FileNotFoundError, CorruptDataError) as e:
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
     print(evaluation.format_table(report))

@@ -41,12 +41,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fold-batch-norm", action="store_true", default=None,
                         help="fold batch norm into the convolutions for float32 too (faster, "
                              "~1e-5 rounding differences; bfloat16 always folds)")
-    parser.add_argument("--maxdim", type=int, default=500,
-                        help="serving_default scales the long side down to this (default: 500)")
+    parser.add_argument("--maxdim", type=int, default=None,
+                        help="serving_default scales the long side down to this (default: 500 "
+                             "for the paper's 256 px crops, scaled with the training crop "
+                             "size: 252 for 128 px)")
     args = parser.parse_args(argv)
     if args.version is not None and args.version < 1:
         parser.error(f"--version must be a positive integer, got {args.version}")
-    if args.maxdim < 4:
+    if args.maxdim is not None and args.maxdim < 4:
         parser.error(f"--maxdim must be >= 4, got {args.maxdim}")
     if args.checkpoint is not None and not os.path.isdir(args.checkpoint):
         parser.error(f"--checkpoint {args.checkpoint}: no such directory")

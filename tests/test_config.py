@@ -28,7 +28,7 @@ def test_json_round_trip(name):
 
 
 def test_save_load_round_trip(tmp_path):
-    c = cfg.get_preset("demo").override({"schedule.batch_size": 3,
+    c = cfg.get_preset("tiny").override({"schedule.batch_size": 3,
                                          "data.mean_pixel": [0.1, 0.2, 0.3]})
     c.save(str(tmp_path / "config.json"))
     assert cfg.GLCICConfig.load(str(tmp_path / "config.json")) == c

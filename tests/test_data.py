@@ -18,7 +18,7 @@ SHAPES = [(48, 72), (72, 48), (56, 56), (60, 90), (96, 64), (50, 70)]
 def config(**overrides):
     values = {"data.deterministic": True, "data.shuffle_buffer": 8, "schedule.batch_size": 4}
     values.update(overrides)
-    return cfg.get_preset("demo").override(values)
+    return cfg.get_preset("tiny").override(values)
 
 
 def photo(rng, height, width, channels=3):

@@ -20,7 +20,7 @@ STEP = 11
 
 
 def tiny_config():
-    return get_preset("demo").override({
+    return get_preset("tiny").override({
         "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
         "data.mean_pixel": [0.5, 0.4, 0.3],
         "masks.local_size": 16, "masks.hole_min": 6, "masks.hole_max": 12,
@@ -216,3 +216,72 @@ def test_cli_rejects_bad_flags():
         cli.parse_args(["--model", "m", "--mask-kinds", "blobs"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--model", "m", "--mask-kinds", "freeform", "--fail-below", "20"])
+
+
+def test_paired_differences_are_per_sample_differences_with_intervals(setup):
+    from glcic_tf import metrics as metrics_lib
+
+    report, samples = setup["report"], read_samples(setup["out"])
+    for method in ("ours", "ours_post"):
+        for baseline in ("telea", "navier_stokes", "mean_fill"):
+            for kind in ("rect", "freeform"):
+                diffs = [s["scores"][method]["l1_hole"] - s["scores"][baseline]["l1_hole"]
+                         for s in samples if s["kind"] == kind]
+                got = report["paired"][method][baseline][kind]["l1_hole"]
+                want = metrics_lib.mean_ci(diffs)
+                assert got["count"] == len(diffs) == IMAGES * MASKS
+                for key in ("mean", "ci_low", "ci_high"):
+                    assert got[key] == pytest.approx(want[key], abs=1e-5)
+                assert got["better"] == (got["ci_high"] < 0)
+                assert got["excludes_zero"] == (got["ci_high"] < 0 or got["ci_low"] > 0)
+                psnr = report["paired"][method][baseline][kind]["psnr"]
+                assert psnr["better"] == (psnr["ci_low"] > 0)
+    assert "Paired differences" in evaluation.markdown_table(report)
+    assert "ours - Telea" in evaluation.format_table(report)
+
+
+def test_users_mask_files_are_scored_as_their_own_kind(setup, tmp_path):
+    from PIL import Image
+
+    masks_dir = tmp_path / "masks"
+    masks_dir.mkdir()
+    for i in range(2):
+        m = np.zeros((40, 48), np.uint8)
+        m[10 + i:22 + i, 12:24] = 255
+        Image.fromarray(m).save(masks_dir / f"m{i}.png")
+    out = str(tmp_path / "eval_files")
+    cli = load_pipeline("evaluate")
+    status = cli.main(cli.parse_args(["--model", setup["run_dir"], "--data", setup["pattern"],
+                                      "--out", out, "--mask-files", str(masks_dir / "*.png"),
+                                      "--masks-per-image", "1", "--contact-rows", "0"]))
+    assert status == 0
+    with open(os.path.join(out, evaluation.REPORT_NAME)) as f:
+        report = json.load(f)
+    assert report["data"]["mask_kinds"] == ["rect", "freeform", "file"]
+    assert report["counts"]["file"] == IMAGES
+    # Deterministic: the same command gives the same file-mask scores.
+    again = evaluation.evaluate(setup["run_dir"], setup["pattern"], str(tmp_path / "again"),
+                                mask_kinds=("file",), masks_per_image=1, contact_rows=0,
+                                mask_files=str(masks_dir / "*.png"), log=None)
+    assert again["results"]["ours"]["file"]["l1_hole"]["mean"] == pytest.approx(
+        report["results"]["ours"]["file"]["l1_hole"]["mean"])
+
+
+def test_file_kind_without_mask_files_is_a_clear_error(setup, capsys):
+    cli = load_pipeline("evaluate")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--model", setup["run_dir"], "--mask-kinds", "file"])
+    assert "--mask-files" in capsys.readouterr().err
+
+
+def test_corrupt_shard_is_a_one_line_error_not_a_traceback(setup, tmp_path, capsys):
+    bad = tmp_path / "bad-00000-of-00001.tfrecord"
+    with open(setup["pattern"], "rb") as f:
+        content = f.read()
+    bad.write_bytes(content[:len(content) // 2])  # truncated mid-record
+    cli = load_pipeline("evaluate")
+    status = cli.main(cli.parse_args(["--model", setup["run_dir"], "--data", str(bad),
+                                      "--out", str(tmp_path / "e"), "--masks-per-image", "1"]))
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "bad-00000-of-00001.tfrecord" in err and "Traceback" not in err

@@ -25,7 +25,7 @@ STEP = 321
 
 def make_run_dir(path, width=WIDTH, seed=0, step=STEP):
     """A training run dir as training writes it: config.json + a CheckpointManager checkpoint."""
-    config = get_preset("demo").override(
+    config = get_preset("tiny").override(
         {"model.width": width, "data.mean_pixel": [0.5, 0.4, 0.3]})
     keras.utils.set_random_seed(seed)
     model = models.completion_network(config.model.width, config.model)
@@ -71,12 +71,14 @@ def test_layout_versions_and_assets(exported):
         assert json.load(f)["mean_pixel"] == [0.5, 0.4, 0.3]
     with open(os.path.join(assets, "model_card.md")) as f:
         card = f.read()
-    for text in ("321 training steps", "`demo`", "mean_fill", "serving_default", "complete",
+    for text in ("321 training steps", "`tiny`", "mean_fill", "serving_default", "complete",
                  "Intended use", "Limitations"):
         assert text in card, text
     with open(os.path.join(exported["bf16"], "assets", "export.json")) as f:
         info = json.load(f)
-    assert info["precision"] == "bfloat16" and info["step"] == STEP and info["maxdim"] == 500
+    assert info["precision"] == "bfloat16" and info["step"] == STEP
+    # The default maxdim follows the training crop: 500 px for 256 px crops, 124 for 64 px.
+    assert info["maxdim"] == completion.default_maxdim(exported["config"]) == 124
     assert info["fold_batch_norm"] is True  # bf16 runs the folded network by default
     assert export.next_version(base) == 3
     assert export.latest_version_dir(base) == exported["bf16"]
@@ -306,12 +308,12 @@ def test_float32_export_with_folded_batch_norm(exported):
 def test_export_cli_untrained_warns_and_refuses_overwrite(tmp_path, capsys):
     cli = load_pipeline("export")
     base = str(tmp_path / "glcic")
-    assert cli.main(cli.parse_args(["--out", base, "--preset", "demo"])) == 0
+    assert cli.main(cli.parse_args(["--out", base, "--preset", "tiny"])) == 0
     captured = capsys.readouterr()
     assert "WARNING" in captured.err and "UNTRAINED" in captured.err
     assert os.path.isfile(os.path.join(base, "1", "saved_model.pb"))
     with open(os.path.join(base, "1", "assets", "model_card.md")) as f:
         assert "NOT TRAINED" in f.read()
-    assert cli.main(cli.parse_args(["--out", base, "--preset", "demo", "--version", "1"])) == 1
+    assert cli.main(cli.parse_args(["--out", base, "--preset", "tiny", "--version", "1"])) == 1
     err = capsys.readouterr().err
     assert "already exists: refusing to overwrite version 1" in err

@@ -26,7 +26,7 @@ WIDTH = 1 / 16
 
 @pytest.fixture(scope="module")
 def network():
-    config = get_preset("demo").override({"model.width": WIDTH})
+    config = get_preset("tiny").override({"model.width": WIDTH})
     keras.utils.set_random_seed(0)
     model = models.completion_network(config.model.width, config.model)
     he_normal_weights(model, seed=0)

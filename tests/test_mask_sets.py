@@ -18,7 +18,7 @@ S, L = 64, 32  # the demo preset's image_size and local_size
 def config(**overrides):
     values = {"data.deterministic": True, "data.shuffle_buffer": 8, "schedule.batch_size": 8}
     values.update(overrides)
-    return cfg.get_preset("demo").override(values)
+    return cfg.get_preset("tiny").override(values)
 
 
 def disc(height, width, cy, cx, radius):
@@ -410,7 +410,7 @@ def test_bad_files_are_named(tmp_path):
 ])
 def test_config_validation(overrides, message):
     with pytest.raises(cfg.ConfigError, match=message):
-        cfg.get_preset("demo").override(overrides)
+        cfg.get_preset("tiny").override(overrides)
 
 
 def test_config_json_round_trip_with_mask_files():

@@ -161,3 +161,33 @@ def test_bad_builder_arguments(kwargs, message):
 def test_bad_discriminator_arguments():
     with pytest.raises(ValueError, match=r"local_size \(128\) must be <= image_size \(64\)"):
         models.context_discriminator(64, 128)
+
+
+def test_dilated_taps_beyond_a_small_training_crop_get_no_gradient():
+    """Why the old 64 px demo network painted noise on real photos (docs/results.md): at 64 px
+    the dilated layers run on 16x16 feature maps, so every off-centre tap of the dilation-16
+    layer reads zero padding, gets a zero gradient and keeps its random initial value, and
+    then meets real features on a larger image."""
+    import tensorflow as tf
+
+    c = models.completion_network(width=1 / 16)
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.random((2, 64, 64, 3)), tf.float32)
+    mask = tf.constant((rng.random((2, 64, 64, 1)) > 0.8).astype(np.float32))
+    layer = c.get_layer("dilated_conv_d16")
+    with tf.GradientTape() as tape:
+        out = c({"image": image, "mask": mask}, training=True)
+        loss = tf.reduce_mean(tf.square(out - image))
+    grad = tape.gradient(loss, layer.kernel).numpy()  # [3, 3, in, out]
+    centre = grad[1, 1]
+    off_centre = np.delete(grad.reshape(9, *grad.shape[2:]), 4, axis=0)
+    assert np.abs(centre).max() > 0
+    assert np.abs(off_centre).max() == 0.0
+    # At 128 px (32x32 maps, the photos128 preset) every tap is trained.
+    image = tf.image.resize(image, [128, 128])
+    mask = tf.cast(tf.image.resize(mask, [128, 128]) > 0.5, tf.float32)
+    with tf.GradientTape() as tape:
+        out = c({"image": image, "mask": mask}, training=True)
+        loss = tf.reduce_mean(tf.square(out - image))
+    grad = tape.gradient(loss, layer.kernel).numpy()
+    assert (np.abs(grad.reshape(9, -1)).max(axis=1) > 0).all()

@@ -102,7 +102,7 @@ def export_tiny(base_path: str, version: int = 1) -> str:
     from glcic_tf import models
     from glcic_tf.config import get_preset
 
-    config = get_preset("demo")
+    config = get_preset("tiny")
     model = models.completion_network(width=1 / 16, config=config.model)
     return export_saved_model(model, config, base_path, version=version)
 

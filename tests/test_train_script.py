@@ -1,5 +1,6 @@
 """pipelines/train.py end to end: files written, SIGKILL resume, SIGTERM, multi-worker."""
 
+import glob
 import json
 import os
 import signal
@@ -148,7 +149,7 @@ from glcic_tf import data as data_lib, training
 from glcic_tf.config import get_preset
 strategy = training.make_strategy("multiworker")
 shards, run_dir, out = sys.argv[1:4]
-config = get_preset("demo").override({
+config = get_preset("tiny").override({
     "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
     "masks.local_size": 16, "masks.hole_min": 6, "masks.hole_max": 12, "model.width": 0.0625,
     "schedule.batch_size": 4, "schedule.steps_completion": 2, "schedule.steps_discriminator": 1,
@@ -232,3 +233,21 @@ def test_init_from_run_dir_and_saved_model_continue_from_those_weights(shards, t
                          text=True, timeout=300)
     assert bad.returncode == 1
     assert "is incompatible (model.width: 0.0625 there, 0.125 here" in bad.stderr
+
+
+def test_corrupt_shard_is_a_one_line_error_naming_the_file(shards, tmp_path, capsys):
+    from pipeline_scripts import load_pipeline
+
+    first = sorted(glob.glob(shards))[0]
+    bad = tmp_path / "bad-train-00000-of-00001.tfrecord"
+    with open(first, "rb") as f:
+        content = f.read()
+    bad.write_bytes(content[:len(content) // 2])  # truncated mid-record
+    cli = load_pipeline("train")
+    status = cli.main(cli.parse_args(["--data", str(bad), "--out", str(tmp_path / "run"),
+                                      *TINY_FLAGS, "--steps-completion", "2",
+                                      "--steps-discriminator", "1", "--steps-joint", "1"]))
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("train.py: ") and "bad-train-00000-of-00001.tfrecord" in err
+    assert "Traceback" not in err

@@ -19,7 +19,7 @@ def tiny_config(**overrides):
         "schedule.checkpoint_every": 100, "schedule.log_every": 1, "schedule.image_every": 2,
     }
     base.update(overrides)
-    return cfg.get_preset("demo").override(base)
+    return cfg.get_preset("tiny").override(base)
 
 
 def make_batch(config, seed=0, batch_size=None, smooth=True):
@@ -104,8 +104,36 @@ def test_one_device_and_two_replicas_give_the_same_update(replica_setup, phase):
         assert any(not np.array_equal(a, w0) for a, w0 in zip(one[1], init[1]))
 
 
+# Every non-default option of the paper-fidelity and CPU-preset fields at once, except
+# model.output = "harmonic_residual": its fill is a per-example function without weights or
+# gradient (nothing a replica could get wrong), and tracing its pyramid of loops under two
+# replicas costs most of a minute.
+ALTERNATIVE_OPTIONS = {
+    "loss.real_local_patch": "same_as_fake", "loss.generator_gan": "non_saturating",
+    "loss.discriminator_alpha": True, "loss.alpha": 0.5, "loss.reconstruction": "l1",
+    "model.initializer": "keras", "masks.local_patch": "containing"}
+
+
+def test_replica_equivalence_holds_under_the_alternative_options():
+    # Phase 3 runs every loss term (reconstruction, both GAN terms, D's real and fake crops).
+    phase = 3
+    config = tiny_config(**ALTERNATIVE_OPTIONS)
+    with float64_policy():
+        init = snapshot(training.build_trainer(config))
+        batch = make_batch(config, seed=1, smooth=False)
+        one = one_step(config, tf.distribute.OneDeviceStrategy("/cpu:0"), init, phase, batch)
+        two = one_step(config, training.mirrored_strategy(["/cpu:0", "/cpu:1"]), init, phase,
+                       batch)
+    changed = 0
+    for a, b, w0 in zip(one[0] + one[1], two[0] + two[1], init[0] + init[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=ATOL)
+        changed += not np.array_equal(a, w0)
+    assert changed > 0
+
+
 def test_phase1_mse_falls_when_overfitting_one_batch():
     config = tiny_config(**{"schedule.steps_completion": 40, "model.width": 1 / 8})
+    keras.utils.set_random_seed(0)  # Torch7-style initialisation: fix it, so the test is stable
     trainer = training.build_trainer(config)
     trainer.set_phase(1)
     batch = make_batch(config, seed=3)
@@ -113,7 +141,10 @@ def test_phase1_mse_falls_when_overfitting_one_batch():
     history = trainer.fit(ds, epochs=16,
                           steps_per_epoch=5, verbose=0)
     mse = history.history["c_mse"]
-    assert mse[-1] < 0.5 * mse[0], mse
+    # With the paper's ADADELTA (rho 0.9) and Torch7 initialisation the fall is steady but
+    # slower than with Keras' glorot init: about 25% in these 80 steps.
+    assert mse[-1] < 0.85 * mse[0], mse
+    assert all(b < a for a, b in zip(mse[::4], mse[4::4])), mse  # falling throughout
 
 
 def test_crop_local_matches_slicing():
