@@ -25,14 +25,11 @@ import tensorflow as tf
 
 from glcic_tf import metrics as metrics_lib
 from glcic_tf import masks as masks_lib
+from glcic_tf.evaluation import _to_uint8, inpaint_opencv
 
 CURVE_NAME = "eval_curve.jsonl"
 KINDS = ("rect", "freeform")
 BASELINES = ("telea", "navier_stokes")
-
-
-def _to_uint8(x) -> np.ndarray:
-    return np.clip(np.round(np.asarray(x, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _figures(pred_u8: np.ndarray, truth_u8: np.ndarray, mask: np.ndarray) -> dict:
@@ -60,7 +57,6 @@ class HeldOutScorer:
 
     def __init__(self, pattern, config, num_images: int, batch_size: int = 16):
         from glcic_tf import data as data_lib
-        from glcic_tf.evaluation import inpaint_opencv
 
         self.config = config
         self.batches = []  # (kind, truth float32, truth uint8, mask float32)
