@@ -17,12 +17,15 @@ Any image size and any mask (gray, RGB or RGBA; white = hole) are accepted:
    mean pixel value), the network's output is composited with the (resized) input, upsampled to
    the original size and composited again at full resolution: pixels outside the hole are the
    input's pixels, bit for bit.
-4. Post-processing (on by default, Section 4 of the paper): fast-marching inpainting
+4. Post-processing (on by default, Section 4 of the paper; `postprocess="opencv"`, the
+   default of `Completer.complete`): fast-marching inpainting
    (`cv2.inpaint`, INPAINT_TELEA, radius 1 as the official code) of the hole, then Poisson
    blending (`cv2.seamlessClone`, NORMAL_CLONE) of the completion into it, one connected
    component of the hole at a time with its own centre (the official code clones all holes with
    one bounding box). Images are padded so that holes touching the border blend too. Only hole
-   pixels change.
+   pixels change. `postprocess="in-graph"` runs `glcic_tf.poisson.postprocess_image` instead:
+   the same job in stock TensorFlow ops, the picture a SavedModel exported with in-graph
+   post-processing serves (`docs/postprocess.md` compares the two).
 
 Steps 1-3 are TensorFlow ops (`complete_full_resolution`), shared with the SavedModel's
 `serving_default` signature (`glcic_tf.export`), so the CLI and TF Serving give the same pixels.
@@ -87,6 +90,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 RANDOM_HOLES = (2, 4)
 RANDOM_HOLE_SIZE = (32, 128)
 INPAINT_RADIUS = 1
+POSTPROCESS_MODES = ("opencv", "in-graph", "none")
 # Pixels of context kept around each hole, and padding added around the crop, for seamlessClone
 # (it zeroes the mask's outermost pixel and needs its ROI strictly inside the image).
 _CLONE_MARGIN = 2
@@ -657,6 +661,17 @@ def postprocess(completed: np.ndarray, hole: np.ndarray, *,
 _postprocess = postprocess  # `Completer.complete` has an argument of the same name
 
 
+def postprocess_mode(value) -> str:
+    """"opencv", "in-graph" or "none" from a mode or a bool (True = "opencv", the paper's)."""
+    if value is True:
+        return "opencv"
+    if value is False or value is None:
+        return "none"
+    if value not in POSTPROCESS_MODES:
+        raise CompletionError(f"postprocess must be one of {POSTPROCESS_MODES}, got {value!r}")
+    return value
+
+
 # --- full resolution, region by region (maxdim=0) -------------------------------------------------
 #
 # The completion network is fully convolutional and a hole pixel's output depends only on the
@@ -989,16 +1004,35 @@ class Completer:
         self.precision = precision
         self._complete_fn = complete_fn
 
+        def make_run(in_graph: bool):
+            from glcic_tf import poisson
+
+            @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                          tf.TensorSpec([None, None], tf.bool),
+                                          tf.TensorSpec([], tf.int32)])
+            def run(image, hole, maxdim):
+                image_f = tf.cast(image, tf.float32) / 255.0
+                hole_f = tf.cast(hole, tf.float32)[..., tf.newaxis]
+                out = complete_full_resolution(image_f, hole_f, complete_fn, maxdim)
+                if in_graph:  # what an export with in-graph post-processing serves
+                    out = poisson.postprocess_image(out, hole_f)
+                return to_uint8_tf(out)
+
+            return run
+
+        self._run = make_run(False)
+        self._run_in_graph = make_run(True)
+
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
-                                      tf.TensorSpec([None, None], tf.bool),
-                                      tf.TensorSpec([], tf.int32)])
-        def run(image, hole, maxdim):
-            image_f = tf.cast(image, tf.float32) / 255.0
-            hole_f = tf.cast(hole, tf.float32)[..., tf.newaxis]
-            out = complete_full_resolution(image_f, hole_f, complete_fn, maxdim)
+                                      tf.TensorSpec([None, None], tf.bool)])
+        def post_in_graph(completed, hole):
+            from glcic_tf import poisson
+
+            out = poisson.postprocess_image(tf.cast(completed, tf.float32) / 255.0,
+                                            tf.cast(hole, tf.float32)[..., tf.newaxis])
             return to_uint8_tf(out)
 
-        self._run = run
+        self._post_in_graph = post_in_graph
 
         # Region by region (maxdim=0): one trace for any crop size.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
@@ -1119,7 +1153,7 @@ class Completer:
             f"{path}: not a training run dir (config.json + checkpoints/), a SavedModel "
             f"(saved_model.pb) or a TF Serving base path (integer version subdirectories)")
 
-    def complete(self, image: np.ndarray, mask: np.ndarray, *, postprocess: bool = True,
+    def complete(self, image: np.ndarray, mask: np.ndarray, *, postprocess: bool | str = True,
                  maxdim: int | None = None, name: str = "image", mask_name: str = "mask",
                  context_margin: int = CONTEXT_MARGIN,
                  max_region_pixels: int = DEFAULT_REGION_PIXELS) -> np.ndarray:
@@ -1128,7 +1162,9 @@ class Completer:
         Args:
           image: uint8 [H, W, 3] RGB (gray [H, W] and RGBA are accepted).
           mask: [H, W] bool, or float in [0, 1] / uint8 with >= 0.2 (of 1 / 255) = hole.
-          postprocess: fast marching + Poisson blending per hole (the paper's post-processing).
+          postprocess: "opencv" (or True): fast marching + Poisson blending per hole with
+            OpenCV (the paper's post-processing); "in-graph": the same in TensorFlow ops, as
+            a SavedModel exported with it serves (`glcic_tf.poisson`); "none" (or False).
           maxdim: the long side is scaled down to this for the network when larger; 0 = no
             scaling: full resolution, completing only crops around the holes
             (`complete_regions`), with memory bounded by `max_region_pixels`. None: the
@@ -1143,6 +1179,7 @@ class Completer:
         Raises:
           CompletionError: bad shapes or dtypes, mask size differs from the image, empty mask.
         """
+        mode = postprocess_mode(postprocess)
         image = _as_rgb_uint8(image, name)
         hole = _as_hole(mask, mask_name)
         if hole.shape != image.shape[:2]:
@@ -1166,11 +1203,16 @@ class Completer:
         if message:
             self.warn(message)
         if maxdim == 0:
-            return complete_regions(image, hole, self._run_crop, margin=context_margin,
-                                    max_pixels=max_region_pixels, postprocess=postprocess)
-        out = self._run(image, hole, np.int32(maxdim)).numpy()
+            out = complete_regions(image, hole, self._run_crop, margin=context_margin,
+                                   max_pixels=max_region_pixels,
+                                   postprocess=mode == "opencv")
+            if mode == "in-graph":
+                out = np.where(hole[..., None], self._post_in_graph(out, hole).numpy(), image)
+            return out
+        run = self._run_in_graph if mode == "in-graph" else self._run
+        out = run(image, hole, np.int32(maxdim)).numpy()
         out = np.where(hole[..., None], out, image)
-        if postprocess:
+        if mode == "opencv":
             out = _postprocess(out, hole)
         return out
 
@@ -1210,7 +1252,8 @@ def _match_masks(images: Sequence[str], mask_dir: str) -> list[str]:
 
 
 def complete_files(completer: Completer, image_path: str, mask_path: str | None, out_path: str,
-                   *, maxdim: int | None = None, postprocess: bool = True, seed: int = 0,
+                   *, maxdim: int | None = None, postprocess: bool | str = True,
+                   seed: int = 0,
                    context_margin: int = CONTEXT_MARGIN,
                    max_region_pixels: int = DEFAULT_REGION_PIXELS) -> list[str]:
     """Completes an image file (or a folder of them) and writes the results.

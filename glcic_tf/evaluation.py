@@ -16,7 +16,10 @@
 4. Methods, on the same images and holes:
    * `ours`: the network's composite (its output inside the hole, the input outside);
    * `ours_post`: `ours` + the paper's post-processing (`completion.postprocess`: fast marching
-     then Poisson blending per hole);
+     then Poisson blending per hole, OpenCV);
+   * `ours_post_graph` (with `postprocess="in-graph"` or `"both"`): `ours` + the same job in
+     TensorFlow ops (`poisson.postprocess`, what an in-graph export serves); with "both" it is
+     also paired against `ours_post`;
    * `mean_fill`: holes filled with the mean pixel value (what the network sees);
    * `telea`: OpenCV fast marching (`cv2.inpaint`, INPAINT_TELEA, radius `inpaint_radius`);
    * `navier_stokes`: OpenCV Navier-Stokes (`cv2.inpaint`, INPAINT_NS, same radius).
@@ -48,6 +51,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -63,9 +67,12 @@ SAMPLES_NAME = "samples.jsonl"
 CONTACT_SHEET_NAME = "contact_sheet.png"
 REPORT_FORMAT = "glcic_tf.evaluation/1"
 
+# The default methods (postprocess="opencv"); "in-graph" / "both" add POST_GRAPH after ours_post.
 METHODS = ("ours", "ours_post", "mean_fill", "telea", "navier_stokes")
-METHOD_LABELS = {"ours": "ours", "ours_post": "ours + post", "mean_fill": "mean fill",
-                 "telea": "Telea", "navier_stokes": "Navier-Stokes"}
+POST_GRAPH = "ours_post_graph"
+METHOD_LABELS = {"ours": "ours", "ours_post": "ours + post", POST_GRAPH: "ours + in-graph post",
+                 "mean_fill": "mean fill", "telea": "Telea", "navier_stokes": "Navier-Stokes"}
+POSTPROCESS_CHOICES = ("opencv", "in-graph", "both", "none")
 METRICS = ("l1", "l1_hole", "psnr", "ssim")
 METRIC_DESCRIPTIONS = {
     "l1": "mean absolute error, 0-255 scale, whole crop (lower is better)",
@@ -78,7 +85,7 @@ MASK_KINDS = ("rect", "freeform", "file")
 DEFAULT_MASK_KINDS = ("rect", "freeform")
 INPAINT_RADIUS = 5
 # Paired comparisons: each of these methods against each baseline, on the same image and hole.
-PAIRED_METHODS = ("ours", "ours_post")
+PAIRED_METHODS = ("ours", "ours_post", POST_GRAPH)
 PAIRED_BASELINES = ("telea", "navier_stokes", "mean_fill")
 # Direction of each metric: +1 higher is better, -1 lower is better.
 METRIC_SIGN = {"l1": -1, "l1_hole": -1, "psnr": 1, "ssim": 1}
@@ -309,6 +316,8 @@ class _Sample:
     mask_index: int
     hole_fraction: float
     scores: dict  # method -> metric -> float
+    # PSNR (dB) between the OpenCV and in-graph post-processed pictures: whole crop, hole.
+    agreement: tuple[float, float] | None = None
 
 
 def _score(outputs: dict, truth_u8: np.ndarray, mask: np.ndarray) -> dict:
@@ -334,7 +343,8 @@ def _float(v) -> float | None:
 def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir: str, *,
              mask_kinds: Sequence[str] = DEFAULT_MASK_KINDS, seed: int = 0,
              masks_per_image: int = 4,
-             postprocess: bool = True, baselines: bool = True, max_images: int | None = None,
+             postprocess: bool | str = True, baselines: bool = True,
+             max_images: int | None = None,
              image_size: int | None = None, batch_size: int = 8,
              inpaint_radius: int = INPAINT_RADIUS, contact_rows: int = 4,
              cell_size: int = 128, mask_files: str | None = None,
@@ -350,7 +360,8 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
         image key and seed, centre-cropped); each is reported separately.
       seed: base seed of the holes.
       masks_per_image: holes drawn per image and kind (seeds `mask_seed(seed, i)`).
-      postprocess: also score `ours_post`.
+      postprocess: "opencv" (or True): also score `ours_post`; "in-graph": `ours_post_graph`;
+        "both"; "none" (or False).
       baselines: also score mean fill, Telea and Navier-Stokes.
       max_images: use only the first images (file order).
       image_size: crop side (default: the model's training crop; see `eval_config`).
@@ -383,6 +394,13 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
         raise EvaluationError(f"max_images must be >= 1, got {max_images}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
+    if postprocess is True or postprocess is False:
+        postprocess = "opencv" if postprocess else "none"
+    if postprocess not in POSTPROCESS_CHOICES:
+        raise EvaluationError(f"postprocess must be one of {POSTPROCESS_CHOICES}, got "
+                              f"{postprocess!r}")
+    post_cv = postprocess in ("opencv", "both")
+    post_graph = postprocess in ("in-graph", "both")
     say = log or (lambda message: None)
     start = time.perf_counter()
     config, complete_fn, info = load_model(model_path)
@@ -402,7 +420,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     say(f"glcic_tf: evaluating {info['source']} on {len(files)} shard(s) of {data_pattern}, "
         f"{size}x{size} crops, kinds {', '.join(kinds)}, {masks_per_image} mask(s) per image")
 
-    methods = ["ours"] + (["ours_post"] if postprocess else [])
+    methods = ["ours"] + (["ours_post"] if post_cv else []) + ([POST_GRAPH] if post_graph else [])
     if baselines:
         methods += ["mean_fill", "telea", "navier_stokes"]
     samples: list[_Sample] = []
@@ -435,10 +453,12 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
                     outputs = {"ours": _to_uint8(complete_fn(truth, mask))}
                     # The network composites with its input; make "outside the hole" exact.
                     outputs["ours"] = np.where(hole[..., None], outputs["ours"], truth_u8)
-                    if postprocess:
+                    if post_cv:
                         outputs["ours_post"] = np.stack([
                             completion.postprocess(outputs["ours"][i], hole[i])
                             for i in range(n)])
+                    if post_graph:
+                        outputs[POST_GRAPH] = _post_in_graph(outputs["ours"], mask)
                     if baselines:
                         outputs["mean_fill"] = masked_u8
                         outputs["telea"] = np.stack([inpaint_opencv(
@@ -447,18 +467,21 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
                             masked_u8[i], hole[i], "ns", inpaint_radius) for i in range(n)])
                     scores = _score(outputs, truth_u8, mask)
                     fractions = metrics_lib.hole_fraction(mask)
+                    agreement = (_agreement(outputs["ours_post"], outputs[POST_GRAPH], hole)
+                                 if post_cv and post_graph else [None] * n)
                     for i in range(n):
                         images_seen.add(keys[i])
                         samples.append(_Sample(
                             key=keys[i], kind=kind, mask_index=index,
                             hole_fraction=float(fractions[i]),
                             scores={m: {k: float(v[i]) for k, v in s.items()}
-                                    for m, s in scores.items()}))
+                                    for m, s in scores.items()}, agreement=agreement[i]))
                         if (kind == kinds[0] and index == 0
                                 and len(sheet_rows) < contact_rows):
                             row = [masked_u8[i], outputs["ours"][i]]
-                            if postprocess:
-                                row.append(outputs["ours_post"][i])
+                            for method in ("ours_post", POST_GRAPH):
+                                if method in outputs:
+                                    row.append(outputs[method][i])
                             if baselines:
                                 row.append(outputs["telea"][i])
                             sheet_rows.append(row + [truth_u8[i]])
@@ -476,7 +499,8 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     if sheet_rows:
         from PIL import Image
 
-        labels = ["masked input", "ours"] + (["ours + post"] if postprocess else []) + (
+        labels = ["masked input", "ours"] + [METHOD_LABELS[m] for m in methods
+                                             if m in ("ours_post", POST_GRAPH)] + (
             ["Telea"] if baselines else []) + ["ground truth"]
         sheet = contact_sheet(sheet_rows, labels, cell_size=cell_size)
         Image.fromarray(sheet).save(os.path.join(out_dir, CONTACT_SHEET_NAME))
@@ -500,7 +524,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
 
 def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config, info: dict,
             files: list[str], data_pattern, seed: int, masks_per_image: int, images: int,
-            inpaint_radius: int, postprocess: bool) -> dict:
+            inpaint_radius: int, postprocess: str) -> dict:
     import keras
     import tensorflow as tf
 
@@ -529,7 +553,8 @@ def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config,
     paired: dict = {}
     for method in (m for m in PAIRED_METHODS if m in methods):
         paired[method] = {}
-        for baseline in (b for b in PAIRED_BASELINES if b in methods):
+        against = PAIRED_BASELINES + (("ours_post",) if method == POST_GRAPH else ())
+        for baseline in (b for b in against if b in methods):
             paired[method][baseline] = {}
             for kind in kinds:
                 chosen = [s for s in samples if s.kind == kind]
@@ -567,7 +592,9 @@ def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config,
         "method_details": {
             "ours": "network composite (output inside the hole, input outside), 8-bit",
             "ours_post": "ours + completion.postprocess (Telea radius 1, then Poisson blending)"
-                         if postprocess else None,
+                         if "ours_post" in methods else None,
+            POST_GRAPH: "ours + poisson.postprocess (ring fill, then Poisson blending, in "
+                        "TensorFlow ops)" if POST_GRAPH in methods else None,
             "mean_fill": "holes filled with data.mean_pixel",
             "telea": f"cv2.inpaint INPAINT_TELEA, radius {inpaint_radius}",
             "navier_stokes": f"cv2.inpaint INPAINT_NS, radius {inpaint_radius}",
@@ -584,8 +611,53 @@ def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config,
         "hole_area_bins": metrics_lib.hole_area_bins(),
         "by_hole_area": by_area,
         "regression_guard": {**GUARD, "postprocess": False, "value": guard.get("mean")},
+        # postprocess="both": how close the in-graph picture is to the OpenCV one.
+        "postprocess_agreement_psnr_db": _agreement_summary(samples, kinds),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
+
+
+def _agreement(a_u8: np.ndarray, b_u8: np.ndarray, hole: np.ndarray) -> list[tuple]:
+    """Per image, PSNR (dB, 8-bit peak) between two pictures: whole crop and hole pixels."""
+    out = []
+    for a, b, h in zip(a_u8.astype(np.float64), b_u8.astype(np.float64), hole):
+        sq = (a - b) ** 2
+        out.append(tuple(float(10 * np.log10(255.0 ** 2 / max(float(x.mean()), 1e-10)))
+                         for x in (sq, sq[h])))
+    return out
+
+
+def _agreement_summary(samples: list, kinds: tuple) -> dict | None:
+    summary = {}
+    for kind in kinds:
+        values = np.array([s.agreement for s in samples
+                           if s.kind == kind and s.agreement is not None])
+        if not len(values):
+            return None
+        summary[kind] = {where: {"median": round(float(np.median(values[:, i])), 2),
+                                 "p10": round(float(np.percentile(values[:, i], 10)), 2),
+                                 "min": round(float(values[:, i].min()), 2)}
+                         for i, where in enumerate(("whole_crop", "hole"))}
+    return summary
+
+
+@functools.lru_cache(maxsize=None)
+def _post_fn():
+    """`poisson.postprocess_image` as one tf.function for every crop size (traced once)."""
+    import tensorflow as tf
+
+    from glcic_tf import poisson
+
+    return tf.function(poisson.postprocess_image, input_signature=[
+        tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None, 1], tf.float32)])
+
+
+def _post_in_graph(ours_u8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The in-graph post-processing of a batch of uint8 composites, image by image."""
+    images = ours_u8.astype(np.float32) / 255.0
+    out = np.stack([_to_uint8(_post_fn()(images[i], mask[i]).numpy())
+                    for i in range(len(ours_u8))])
+    return np.where(mask > 0, out, ours_u8)
 
 
 def guard_value(report: dict) -> float | None:
@@ -600,7 +672,7 @@ def format_table(report: dict) -> str:
         lines.append(f"{kind} holes ({report['counts'][kind]} samples, "
                      f"{report['data']['images']} images, "
                      f"{report['data']['image_size']} px; mean [95% CI])")
-        lines.append(f"  {'method':<15}{'L1 hole (0-255)':>24}{'L1 all':>10}"
+        lines.append(f"  {'method':<22}{'L1 hole (0-255)':>24}{'L1 all':>10}"
                      f"{'PSNR dB':>22}{'SSIM':>22}")
         for method in report["methods"]:
             r = report["results"][method][kind]
@@ -613,7 +685,7 @@ def format_table(report: dict) -> str:
                         f"{m['ci_high']:.{digits}f}]")
 
             l1_all = r["l1"]["mean"]
-            lines.append(f"  {METHOD_LABELS[method]:<15}{cell('l1_hole', 2):>24}"
+            lines.append(f"  {METHOD_LABELS[method]:<22}{cell('l1_hole', 2):>24}"
                          f"{(f'{l1_all:.2f}' if l1_all is not None else 'n/a'):>10}"
                          f"{cell('psnr', 2):>22}{cell('ssim', 3):>22}")
         for line in paired_lines(report, kind):
@@ -686,4 +758,11 @@ def markdown_table(report: dict) -> str:
             out.append("|---|---|---|")
             out.extend(rows)
             out.append("")
+        agreement = (report.get("postprocess_agreement_psnr_db") or {}).get(kind)
+        if agreement:
+            whole, hole = agreement["whole_crop"], agreement["hole"]
+            out.append(f"PSNR between the in-graph and the OpenCV post-processed pictures: "
+                       f"median {whole['median']:.1f} dB over the crop, {hole['median']:.1f} "
+                       f"dB inside the hole (10th percentile {whole['p10']:.1f} / "
+                       f"{hole['p10']:.1f} dB).\n")
     return "\n".join(out)

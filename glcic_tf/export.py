@@ -16,14 +16,25 @@ Signatures (batch and spatial dimensions dynamic; stock TensorFlow ops only):
   release of the official `inpaint.lua` (its 2020 version uses 600), scaled with the training
   crop for other presets (`completion.default_maxdim`), sides rounded to
   multiples of 4, the config's input convention, composite at the original resolution, pixels
-  outside the hole unchanged) and PNG-encoded, one element at a time with tf.map_fn so images
-  in one request may differ in size. A mask whose size differs from its image fails the request
-  with INVALID_ARGUMENT ("mask_bytes: mask size differs from image_bytes size"). An empty mask
-  returns the image unchanged. No post-processing (it needs OpenCV; the CLI does it).
-* `complete`: inputs `image` float32 [None, None, None, 3] in [0, 1] and `mask` float32
-  [None, None, None, 1] (>= 0.2 = hole); output `completed` float32 [None, None, None, 3]: the
-  network's output inside the hole, `image` outside. H and W must be multiples of 4 (else
-  INVALID_ARGUMENT); no resizing happens.
+  outside the hole unchanged), post-processed at the original resolution (below) and
+  PNG-encoded, one element at a time with tf.map_fn so images in one request may differ in
+  size. A mask whose size differs from its image fails the request with INVALID_ARGUMENT
+  ("mask_bytes: mask size differs from image_bytes size"). An empty mask returns the image
+  unchanged.
+* `serving_float`: the same pipeline on float tensors: inputs `image` float32
+  [None, None, None, 3] in [0, 1] and `mask` float32 [None, None, None, 1] (>= 0.2 = hole), any
+  height and width; output `completed` float32 (not rounded to 8 bits).
+* `complete`: the network alone: inputs `image` float32 [None, None, None, 3] in [0, 1] and
+  `mask` float32 [None, None, None, 1] (>= 0.2 = hole); output `completed` float32
+  [None, None, None, 3]: the network's output inside the hole, `image` outside, never
+  post-processed. H and W must be multiples of 4 (else INVALID_ARGUMENT); no resizing happens.
+
+Post-processing (`postprocess`, recorded in `export.json` and the model card): "in-graph"
+(default) runs the paper's post-processing in stock TensorFlow ops (`glcic_tf.poisson`: a
+ring fill of the hole's border in place of Telea's fast marching, then Poisson blending of the
+completion into it, on the holes' bounding box), so TF Serving and `tf.saved_model.load` users
+get the picture `pipelines/complete.py --postprocess in-graph` gives; "none" serves the raw
+composite, as exports before it did.
 
 `assets/` holds `config.json` (the resolved GLCICConfig, mean pixel value included),
 `mean_pixel.json`, `export.json` (precision, maxdim, trained steps) and `model_card.md`.
@@ -61,7 +72,9 @@ from glcic_tf.completion import fold_batch_norm as fold_batch_norm_fn
 MODEL_NAME = "glcic"
 EXPORT_PRECISIONS = ("float32", "bfloat16")
 SIGNATURE_BYTES = "serving_default"
-SIGNATURE_FLOAT = "complete"
+SIGNATURE_FLOAT = "serving_float"
+SIGNATURE_NETWORK = "complete"
+POSTPROCESS_MODES = ("in-graph", "none")
 
 
 class ExportError(ValueError):
@@ -98,11 +111,20 @@ def latest_version_dir(base_path: str) -> str:
 
 # --- the module -----------------------------------------------------------------------------------
 
-def _build_module(model, config, maxdim: int):
+def _build_module(model, config, maxdim: int, postprocess: str):
     import tensorflow as tf
+
+    from glcic_tf import poisson
 
     complete_batch = keras_complete_fn(model, config.data)
     maxdim = int(maxdim)
+
+    def complete_one(image, hole):
+        """image [H, W, 3] float32, hole [H, W, 1] 0/1 -> the served completion, float32."""
+        out = complete_full_resolution(image, hole, complete_batch, maxdim)
+        if postprocess == "in-graph":
+            out = poisson.postprocess_image(out, hole)
+        return out
 
     class GLCICModule(tf.Module):
         """Holds the completion network; its tf.functions are the exported signatures."""
@@ -154,13 +176,34 @@ def _build_module(model, config, maxdim: int):
                     image_f = tf.image.convert_image_dtype(image, tf.float32)
                     gray = mask_gray_tf(tf.image.convert_image_dtype(mask, tf.float32))
                 hole = tf.cast(gray >= HOLE_THRESHOLD, tf.float32)
-                out = complete_full_resolution(image_f, hole, complete_batch, maxdim)
+                out = complete_one(image_f, hole)
                 out = tf.where(hole > 0, to_uint8_tf(out), image)
                 return tf.io.encode_png(out)
 
             completed = tf.map_fn(one, (image_bytes, mask_bytes),
                                   fn_output_signature=tf.TensorSpec([], tf.string))
             return {"completed_bytes": completed}
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, None, None, 1], tf.float32, name="mask")])
+        def serving_float(self, image, mask):
+            check = tf.debugging.assert_equal(
+                tf.shape(mask)[:3], tf.shape(image)[:3],
+                message="serving_float: mask must have the image's batch size, height and "
+                        "width")
+            with tf.control_dependencies([check]):
+                hole = tf.cast(mask >= HOLE_THRESHOLD, tf.float32)
+
+            def one(args):
+                one_image, one_hole = args
+                out = complete_one(one_image, one_hole)
+                return one_image * (1.0 - one_hole) + out * one_hole
+
+            completed = tf.map_fn(one, (image, hole),
+                                  fn_output_signature=tf.TensorSpec([None, None, 3],
+                                                                    tf.float32))
+            return {"completed": completed}
 
     return GLCICModule()
 
@@ -193,11 +236,15 @@ def _bfloat16_copy(model, config, float32_layers: Sequence[str] = ()):
     return copy
 
 
-def model_card(config, *, step: int | None, precision: str, maxdim: int, source: str) -> str:
+def model_card(config, *, step: int | None, precision: str, maxdim: int, source: str,
+               postprocess: str = "in-graph") -> str:
     """A short model card (Markdown) stored in the export's assets."""
     trained = (f"{step:,} training steps" if step else
                "none: freshly initialised weights, NOT TRAINED (outputs are noise)")
     mean = ", ".join(f"{v:.4f}" for v in config.data.mean_pixel)
+    post = ("in the graph (`glcic_tf.poisson`: ring fill of the hole's border, then Poisson "
+            "blending, stock TensorFlow ops)" if postprocess == "in-graph" else
+            "none (the raw composite; `pipelines/complete.py` post-processes)")
     return f"""# GLCIC completion network ({config.name} preset)
 
 **What**: the completion network of *Globally and Locally Consistent Image Completion*
@@ -211,15 +258,17 @@ images: white in the mask (>= {HOLE_THRESHOLD}) is the hole.
 - Input convention: `{config.data.input_convention}`, mean pixel (RGB, [0, 1]): {mean}
 - Precision: {precision} (signature inputs and outputs are float32 / bytes)
 - maxdim: {maxdim} (serving_default scales the long side down to this)
+- Post-processing (`serving_default`, `serving_float`): {post}
 
 ## Signatures
 
 - `serving_default`: `image_bytes`, `mask_bytes` (tf.string [None], PNG/JPEG/BMP/GIF) ->
   `completed_bytes` (tf.string [None], PNG, same size as the image). Any sizes; per-element
-  masks must match their image's size (else INVALID_ARGUMENT). No post-processing.
-- `complete`: `image` (float32 [None, None, None, 3], [0, 1]), `mask` (float32
-  [None, None, None, 1], >= {HOLE_THRESHOLD} = hole) -> `completed` (float32
-  [None, None, None, 3]); H and W multiples of 4; no resizing.
+  masks must match their image's size (else INVALID_ARGUMENT). Post-processed as above.
+- `serving_float`: the same on float32 tensors: `image` ([None, None, None, 3], [0, 1]),
+  `mask` ([None, None, None, 1], >= {HOLE_THRESHOLD} = hole) -> `completed`.
+- `complete`: the network alone, never post-processed: `image`, `mask` as above ->
+  `completed` (float32 [None, None, None, 3]); H and W multiples of 4; no resizing.
 
 ## Intended use
 
@@ -233,8 +282,8 @@ natural images similar to the training data.
   text, drawings), complete poorly.
 - Images are completed at most {maxdim} px on the long side and upsampled back, so fine
   texture inside large-image holes is blurry.
-- The paper's post-processing (fast marching + Poisson blending) is not in the graph; run
-  `pipelines/complete.py` for it.
+- The in-graph post-processing replaces OpenCV's fast marching (Telea) by a ring fill of the
+  hole's border; its Poisson blend is OpenCV's (`docs/postprocess.md` compares the two).
 - Completions are plausible guesses, not recovered content: do not use them as evidence.
 """
 
@@ -243,8 +292,9 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
                        precision: str = "float32", step: int | None = None,
                        maxdim: int | None = None, source: str = "keras model",
                        fold_batch_norm: bool | None = None,
-                       float32_layers: Sequence[str] | None = None) -> str:
-    """Writes `base_path/VERSION/` (a SavedModel with the two signatures) atomically.
+                       float32_layers: Sequence[str] | None = None,
+                       postprocess: str = "in-graph") -> str:
+    """Writes `base_path/VERSION/` (a SavedModel with the three signatures) atomically.
 
     Args:
       completion_model: the completion network (float32 Keras model).
@@ -259,6 +309,8 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
       fold_batch_norm: fold batch norm into the convolutions (default: only for bfloat16).
       float32_layers: with bfloat16, the convolutions that compute in float32; None =
         `completion.BFLOAT16_FLOAT32_LAYERS`, () = all bf16. Recorded in `export.json`.
+      postprocess: "in-graph" (the paper's post-processing inside `serving_default` and
+        `serving_float`) or "none". Recorded in `export.json`.
 
     Returns:
       The version directory written.
@@ -270,6 +322,8 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
 
     if precision not in EXPORT_PRECISIONS:
         raise ExportError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
+    if postprocess not in POSTPROCESS_MODES:
+        raise ExportError(f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}")
     if maxdim is None:
         maxdim = default_maxdim(config)
     if not isinstance(maxdim, int) or maxdim < 4:
@@ -305,7 +359,7 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
     else:
         layer_dtypes = {layer.name: layer.compute_dtype for layer in model.layers
                         if type(layer).__name__ in ("Conv2D", "Conv2DTranspose")}
-    module = _build_module(model, config, maxdim)
+    module = _build_module(model, config, maxdim, postprocess)
     # A hidden sibling: TF Serving only loads all-digit directory names.
     staging = os.path.join(base_path, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
     asset_src = tempfile.mkdtemp(prefix="glcic-assets-")
@@ -320,13 +374,14 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
                                        "float32_layers": list(float32_layers),
                                        "layer_dtypes": layer_dtypes,
                                        "preset": config.name, "version": version,
-                                       "source": source,
-                                       "signatures": [SIGNATURE_BYTES, SIGNATURE_FLOAT]},
+                                       "source": source, "postprocess": postprocess,
+                                       "signatures": [SIGNATURE_BYTES, SIGNATURE_FLOAT,
+                                                      SIGNATURE_NETWORK]},
                                       indent=2) + "\n",
             "model_card.md": model_card(config, step=step, precision=precision + (
                 f" ({', '.join(float32_layers)} in float32)" if float32_layers else ""),
                                         maxdim=maxdim,
-                                        source=source),
+                                        source=source, postprocess=postprocess),
         }
         assets = []
         for name, text in files.items():
@@ -337,7 +392,8 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
         module.assets = assets
         signatures = {
             SIGNATURE_BYTES: module.serving_default.get_concrete_function(),
-            SIGNATURE_FLOAT: module.complete.get_concrete_function(),
+            SIGNATURE_FLOAT: module.serving_float.get_concrete_function(),
+            SIGNATURE_NETWORK: module.complete.get_concrete_function(),
         }
         tf.saved_model.save(module, staging, signatures=signatures)
         if os.path.exists(final):  # another writer won the race

@@ -9,6 +9,11 @@ slicing and arithmetic, so a SavedModel that contains it runs unchanged in TF Se
   pixels down a pyramid (`avg_pool`, known pixels weighted by how much of them is known), then
   from the coarsest level up, keep each level's known average where it is known and take the
   coarser level's (bilinearly upsampled) value where it is not. One pass, no iterations.
+* `ring_fill`: the hole's outer rings filled from its border inwards, one ring a step, each
+  pixel of a ring the mean of its already-filled 4-neighbours: the discrete counterpart of
+  OpenCV's fast marching inpainting (Telea, INPAINT_TELEA) with radius 1, without its gradient
+  term. Used as the base of the in-graph post-processing (`glcic_tf.poisson`), where only the
+  band along the hole's border matters, and the rest of the hole is filled harmonically.
 * `harmonic_fill`: a cascadic multigrid solution of Laplace's equation inside the hole with the
   known pixels as the boundary: from coarse to fine, start from the coarser level's solution and
   run Jacobi sweeps (each hole pixel becomes the mean of its 4 neighbours; image borders are
@@ -91,6 +96,33 @@ def _fill(image: tf.Tensor, mask: tf.Tensor, iterations: int, levels: int) -> tf
                 (tf.constant(0), x))
     hole = 1.0 - known
     return tf.cast(image * known + x * hole, dtype)
+
+
+def _neighbour_sum(x: tf.Tensor) -> tf.Tensor:
+    """Sum of the 4 neighbours of every pixel, 0 beyond the image."""
+    p = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    return p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]
+
+
+def ring_fill(image: tf.Tensor, mask: tf.Tensor, rings: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Fills the outer `rings` rings of the hole from its border inwards.
+
+    Each step, every hole pixel with a filled (or known) 4-neighbour takes the mean of those
+    neighbours and counts as filled for the next step (pixels beyond the image count as
+    neither).
+
+    Returns:
+      (image with the rings filled, mask of what is still hole), float32.
+    """
+    image = tf.cast(image, tf.float32)
+    known = 1.0 - tf.cast(mask, tf.float32)
+    x = image * known  # 0 where not filled yet, so neighbour sums need no weights
+    for _ in range(int(rings)):
+        count = _neighbour_sum(known)
+        ring = (1.0 - known) * tf.cast(count > 0.5, tf.float32)
+        x = x + ring * _neighbour_sum(x) / tf.maximum(count, 1.0)
+        known = known + ring
+    return x, 1.0 - known
 
 
 def push_pull_fill(image: tf.Tensor, mask: tf.Tensor, levels: int = MAX_LEVELS) -> tf.Tensor:

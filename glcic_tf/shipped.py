@@ -1,7 +1,8 @@
 """The completion network shipped in the repository (`models/glcic_photos128`).
 
-A TF Serving base path (`models/glcic_photos128/1/` is a SavedModel with the `serving_default`
-and `complete` signatures, its config, mean pixel value and model card in `assets/`), trained
+A TF Serving base path (its highest version, `models/glcic_photos128/2/`, is a SavedModel with
+the `serving_default`, `serving_float` and `complete` signatures, the paper's post-processing in
+the graph, its config, mean pixel value and model card in `assets/`), trained
 with the `photos128` preset on real photographs (see `models/glcic_photos128/MODEL_CARD.md`).
 `pipelines/complete.py` uses it when no `--model` is given, `make demo` fine-tunes from it, and
 `evaluate.py`, `serving/server.py` and `train.py --init-from` take its path like any other.
@@ -125,7 +126,9 @@ def model_card(*, config, report: dict, curve: list[dict], speed: dict[int, floa
         "- Trained on 122 photos of buildings, streets, landscapes and animals: faces, text "
         "and drawings complete poorly. Completions are plausible guesses, not recovered "
         "content: do not use them as evidence.",
-        "- `serving_default` does no post-processing; `pipelines/complete.py` adds the "
-        "paper's (fast marching + Poisson blending).",
+        "- `serving_default` and `serving_float` post-process in the graph (`glcic_tf.poisson`: "
+        "a ring fill of the hole's border, then Poisson blending; 'ours + in-graph post' "
+        "above); `pipelines/complete.py` post-processes with OpenCV by default ('ours + "
+        "post') and gives the served picture with `--postprocess in-graph`.",
     ]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,10 @@ when a region exceeds --max-region-pixels, so memory depends on the holes, not o
 Without --mask, 2-4 random rectangles (sides 32-128 px) are drawn from --seed, as the official
 tool does, and the mask used is written beside the output.
 
+--postprocess picks the paper's post-processing: opencv (default: Telea's fast marching, then
+cv2.seamlessClone per hole), in-graph (the same job in TensorFlow ops: exactly the picture a
+SavedModel exported with in-graph post-processing serves through TF Serving) or none.
+
 --precision bfloat16 computes a run directory's network in bfloat16 (batch norm folded, the
 first conv, conv2 and the last two convs kept in float32: about half the float32 latency on a
 CPU with AVX512_BF16 / AMX, > 40 dB PSNR against float32; see glcic_tf.completion). A SavedModel
@@ -23,7 +27,9 @@ Usage:
   python pipelines/complete.py --model models/glcic --image photos/ --mask masks/ --out done/
   python pipelines/complete.py --model models/glcic/3 --image in.png --out out.png --seed 7
   python pipelines/complete.py --model runs/demo --image in.png --mask m.png --out o.png \
-      --maxdim 800 --no-postprocess
+      --maxdim 800 --postprocess none
+  python pipelines/complete.py --image in.jpg --mask mask.png --out served.png \
+      --postprocess in-graph
   python pipelines/complete.py --model models/glcic --image 4000x3000.jpg --mask m.png \
       --out full.png --maxdim 0
   python pipelines/complete.py --model runs/demo --image in.png --mask m.png --out o.png \
@@ -68,8 +74,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --maxdim 0: most pixels of one network pass; larger regions "
                              "are tiled (default: %(default)s, about 2 GiB at full width on "
                              "CPU)")
-    parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
-                        help="skip fast marching + Poisson blending")
+    parser.add_argument("--postprocess", choices=completion.POSTPROCESS_MODES,
+                        default="opencv",
+                        help="opencv: fast marching + Poisson blending with OpenCV (the "
+                             "paper's); in-graph: the same in TensorFlow ops, what an export "
+                             "with in-graph post-processing serves; none (default: opencv)")
+    parser.add_argument("--no-postprocess", dest="postprocess", action="store_const",
+                        const="none", help="the same as --postprocess none")
     parser.add_argument("--precision", choices=completion.PRECISIONS, default=None,
                         help="compute precision of a training run's network (default: "
                              "float32); a SavedModel's is fixed at export (default: the "

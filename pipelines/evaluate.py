@@ -54,8 +54,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "are scaled with it")
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--batch-size", type=int, default=8, help="crops per network call")
-    p.add_argument("--no-postprocess", dest="postprocess", action="store_false",
-                   help="do not score ours + post-processing")
+    p.add_argument("--postprocess", choices=("opencv", "in-graph", "both", "none"),
+                   default="opencv",
+                   help="which post-processing to score beside the raw network: opencv "
+                        "(ours_post, the paper's with OpenCV), in-graph (ours_post_graph, "
+                        "what an in-graph export serves), both (also paired against each "
+                        "other) or none (default: opencv)")
+    p.add_argument("--no-postprocess", dest="postprocess", action="store_const", const="none",
+                   help="the same as --postprocess none")
     p.add_argument("--no-baselines", dest="baselines", action="store_false",
                    help="do not score mean fill, Telea and Navier-Stokes")
     p.add_argument("--inpaint-radius", type=int, default=5,

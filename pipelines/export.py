@@ -3,7 +3,9 @@ r"""Export the completion network as a SavedModel for TensorFlow Serving.
 Writes BASE/glcic/VERSION/ (saved_model.pb, variables/, assets/ with config.json and
 model_card.md) atomically; VERSION defaults to one more than the highest existing version, and an
 existing version is never overwritten. Signatures: `serving_default` (encoded image + mask bytes
--> PNG bytes) and `complete` (float32 image + mask -> float32 composite); see glcic_tf/export.py.
+-> PNG bytes), `serving_float` (the same on float32 tensors), both post-processed in the graph
+unless `--postprocess none`, and `complete` (the network alone: float32 image + mask -> float32
+composite); see glcic_tf/export.py.
 
 Usage:
   python pipelines/export.py --checkpoint runs/demo --out models/glcic
@@ -45,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="serving_default scales the long side down to this (default: 500 "
                              "for the paper's 256 px crops, scaled with the training crop "
                              "size: 252 for 128 px)")
+    parser.add_argument("--postprocess", choices=("in-graph", "none"), default="in-graph",
+                        help="the paper's post-processing (hole border fill + Poisson blending) "
+                             "inside serving_default and serving_float, in stock TensorFlow "
+                             "ops; none = the raw composite (default: in-graph)")
     args = parser.parse_args(argv)
     if args.version is not None and args.version < 1:
         parser.error(f"--version must be a positive integer, got {args.version}")
@@ -60,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from glcic_tf.config import ConfigError
 
     kwargs = dict(version=args.version, precision=args.precision, maxdim=args.maxdim,
-                  fold_batch_norm=args.fold_batch_norm)
+                  fold_batch_norm=args.fold_batch_norm, postprocess=args.postprocess)
     try:
         if args.checkpoint:
             path = export.export_from_run(args.checkpoint, args.out, **kwargs)
@@ -72,7 +78,8 @@ def main(args: argparse.Namespace) -> int:
     except (export.ExportError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"exported {args.precision} SavedModel to {path}")
+    print(f"exported {args.precision} SavedModel to {path} (post-processing: "
+          f"{args.postprocess})")
     return 0
 
 

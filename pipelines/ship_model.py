@@ -5,10 +5,11 @@ Usage (how models/glcic_photos128 was made, after training with the photos128 pr
       --out models/glcic_photos128 --train-command "python pipelines/train.py --preset \
       photos128 --data 'shards/photos-train-*' --out runs/photos128"
 
-Writes OUT/VERSION/ (a float32 SavedModel, `maxdim` from the config's training scale),
+Writes OUT/VERSION/ (a float32 SavedModel with in-graph post-processing, `maxdim` from the
+config's training scale),
 OUT/eval/ (evaluate.py's report.json, samples.jsonl, contact_sheet.png), OUT/MODEL_CARD.md
 (also copied to VERSION/assets/model_card.md) and OUT/eval_curve.jsonl (the run's learning
-curve).
+curve). The evaluation scores both post-processings (OpenCV and in-graph) and pairs them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     version_dir = export.export_from_run(args.run, args.out,
                                          source=f"`{config.name}` training run (MODEL_CARD.md)")
     report = evaluation.evaluate(version_dir, args.data, os.path.join(args.out, "eval"),
-                                 masks_per_image=args.masks_per_image)
+                                 masks_per_image=args.masks_per_image, postprocess="both")
     curve_file = os.path.join(args.run, eval_curve.CURVE_NAME)
     curve = eval_curve.read_curve(curve_file)
     if curve:

@@ -108,6 +108,25 @@ def test_odd_size_and_downscaling_keep_size_and_pixels_outside_the_hole(complete
     assert (out[hole] != image[hole]).any(axis=-1).mean() > 0.5
 
 
+@pytest.mark.parametrize("maxdim", [None, 0])
+def test_in_graph_postprocess_is_the_poisson_module_on_the_composite(completer, maxdim):
+    from glcic_tf import poisson
+
+    image = smooth_image(64, 96, seed=3)
+    hole = np.zeros((64, 96), bool)
+    hole[8:30, 10:40] = True
+    hole[44:64, 60:96] = True  # touches the bottom and right borders
+    raw = completer.complete(image, hole, postprocess="none", maxdim=maxdim)
+    post = completer.complete(image, hole, postprocess="in-graph", maxdim=maxdim)
+    np.testing.assert_array_equal(post[~hole], image[~hole])
+    want = poisson.postprocess_image(raw.astype(np.float32) / 255,
+                                     hole[..., None].astype(np.float32)).numpy()
+    want = np.round(want * 255)
+    # maxdim=0 post-processes the 8-bit composite, the other path the float one: 1 level.
+    assert np.abs(post.astype(int) - want).max() <= 1
+    assert (post[hole] != raw[hole]).any(axis=-1).mean() > 0.3
+
+
 def test_postprocess_changes_only_hole_pixels_and_blends_each_hole(completer):
     image = smooth_image(64, 96, seed=2)
     hole = np.zeros((64, 96), bool)

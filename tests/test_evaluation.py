@@ -285,3 +285,34 @@ def test_corrupt_shard_is_a_one_line_error_not_a_traceback(setup, tmp_path, caps
     assert status == 2
     err = capsys.readouterr().err
     assert "bad-00000-of-00001.tfrecord" in err and "Traceback" not in err
+
+
+def test_cli_scores_both_post_processings_and_pairs_them(setup, tmp_path, capsys):
+    cli = _evaluate_cli()
+    out = str(tmp_path / "both")
+    assert cli.main(cli.parse_args([
+        "--model", setup["run_dir"], "--data", setup["pattern"], "--mask-kinds", "rect",
+        "--masks-per-image", "1", "--no-baselines", "--postprocess", "both",
+        "--contact-rows", "2", "--cell-size", "32", "--out", out])) == 0
+    assert "ours + in-graph post" in capsys.readouterr().out
+    with open(os.path.join(out, evaluation.REPORT_NAME)) as f:
+        report = json.load(f)
+    assert report["methods"] == ["ours", "ours_post", evaluation.POST_GRAPH]
+    assert report["contact_sheet"]["columns"] == [
+        "masked input", "ours", "ours + post", "ours + in-graph post", "ground truth"]
+    paired = report["paired"][evaluation.POST_GRAPH]["ours_post"]["rect"]["l1_hole"]
+    samples = read_samples(out)
+    diffs = [s["scores"][evaluation.POST_GRAPH]["l1_hole"] - s["scores"]["ours_post"]["l1_hole"]
+             for s in samples]
+    assert paired["mean"] == pytest.approx(np.mean(diffs), abs=1e-5)
+    agreement = report["postprocess_agreement_psnr_db"]["rect"]
+    assert 15 < agreement["hole"]["min"] <= agreement["hole"]["median"]
+    assert agreement["whole_crop"]["median"] > agreement["hole"]["median"]
+    assert "PSNR between the in-graph and the OpenCV" in evaluation.markdown_table(report)
+    assert setup["report"]["postprocess_agreement_psnr_db"] is None  # opencv only
+    # The in-graph post-processing changed the network's composite inside the holes.
+    assert any(s["scores"][evaluation.POST_GRAPH]["l1_hole"] != s["scores"]["ours"]["l1_hole"]
+               for s in samples)
+    with pytest.raises(evaluation.EvaluationError, match="postprocess must be one of"):
+        evaluation.evaluate(setup["run_dir"], setup["pattern"], str(tmp_path / "bad"),
+                            postprocess="poisson", log=None)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from glcic_tf import completion, export, masks, models, runs
+from glcic_tf import completion, export, masks, models, poisson, runs
 from glcic_tf.benchmarks.completion import he_normal_weights, psnr
 from glcic_tf.config import GLCICConfig, get_preset
 
@@ -80,6 +80,9 @@ def test_layout_versions_and_assets(exported):
     # The default maxdim follows the training crop: 500 px for 256 px crops, 124 for 64 px.
     assert info["maxdim"] == completion.default_maxdim(exported["config"]) == 124
     assert info["fold_batch_norm"] is True  # bf16 runs the folded network by default
+    assert info["postprocess"] == "in-graph"  # the default
+    assert info["signatures"] == ["serving_default", "serving_float", "complete"]
+    assert "Post-processing (`serving_default`, `serving_float`): in the graph" in card
     assert export.next_version(base) == 3
     assert export.latest_version_dir(base) == exported["bf16"]
     assert export.next_version(str(exported["root"] / "nothing")) == 1
@@ -95,6 +98,8 @@ def test_refuses_to_overwrite_and_rejects_bad_arguments(exported):
         export.export_saved_model(model, config, base, precision="float16")
     with pytest.raises(export.ExportError, match="version must be a positive integer"):
         export.export_saved_model(model, config, base, version=0)
+    with pytest.raises(export.ExportError, match="postprocess must be one of"):
+        export.export_saved_model(model, config, base, postprocess="opencv")
     assert os.path.getmtime(os.path.join(base, "1", "saved_model.pb")) == before
     assert sorted(os.listdir(base)) == ["1", "2"]
 
@@ -111,6 +116,8 @@ def test_graph_uses_only_registered_stock_ops(exported):
     for function in graph.library.function:
         ops |= {n.op for n in function.node_def}
     assert {"DecodeImage", "EncodePng", "Conv2D"} <= ops
+    # The in-graph post-processing (pyramids, box write-back) is in the graph, in stock ops.
+    assert {"AvgPool", "MaxPool", "TensorStridedSliceUpdate", "While"} <= ops
     assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
     assert [op for op in ops if op_def_registry.get(op) is None] == []
 
@@ -133,14 +140,21 @@ def test_reload_without_glcic_tf_matches_keras(exported, tmp_path):
     hole_b = np.zeros((37, 51), bool)
     hole_b[5:30, 10:40] = True
     x = image_a[None].astype(np.float32) / 255.0
-    keras_a = keras_composite(model, config, x, hole_a[None, ..., None].astype(np.float32))[0]
-    keras_a = np.round(keras_a * 255).astype(np.uint8)
+    hole_a_f = hole_a[..., None].astype(np.float32)
+    keras_a = keras_composite(model, config, x, hole_a_f[None])[0]
+    # serving_default post-processes in the graph (the export's default): the Keras composite
+    # through poisson.postprocess_image, and the Completer's in-graph mode for image b.
+    keras_a = np.round(poisson.postprocess_image(keras_a, hole_a_f).numpy() * 255)
+    keras_a = keras_a.astype(np.uint8)
     completer_b = completion.Completer.from_model(config, model).complete(
-        image_b, hole_b, postprocess=False)
+        image_b, hole_b, postprocess="in-graph")
+    raw_b = completion.Completer.from_model(config, model).complete(
+        image_b, hole_b, postprocess="none")
+    assert np.abs(raw_b.astype(int) - completer_b).max() > 10  # post-processing shows
     mask_rgba_b = np.zeros((37, 51, 4), np.uint8)
     mask_rgba_b[hole_b] = 255  # RGBA mask: white, opaque = hole
     np.savez(tmp_path / "data.npz", image=image, mask=mask, expected_complete=expected_complete,
-             keras_a=keras_a, completer_b=completer_b,
+             keras_a=keras_a, completer_b=completer_b, image_b=image_b, hole_b=hole_b,
              image_bytes=np.array([png_bytes(image_a), png_bytes(image_b)], dtype=object),
              mask_bytes=np.array([png_bytes(np.where(hole_a, 255, 0).astype(np.uint8)),
                                   png_bytes(mask_rgba_b)], dtype=object),
@@ -167,6 +181,10 @@ def test_reload_without_glcic_tf_matches_keras(exported, tmp_path):
         result["shapes"] = [list(a.shape), list(b.shape)]
         result["a_max_diff"] = int(np.abs(a.astype(int) - d["keras_a"]).max())
         result["b_max_diff"] = int(np.abs(b.astype(int) - d["completer_b"]).max())
+        flt = loaded.signatures["serving_float"](
+            image=tf.constant(d["image_b"][None] / 255.0, tf.float32),
+            mask=tf.constant(d["hole_b"][None, ..., None], tf.float32))["completed"].numpy()[0]
+        result["float_vs_bytes"] = int(np.abs(np.round(flt * 255) - b).max())
         try:
             loaded.signatures["serving_default"](image_bytes=tf.constant(list(d["image_bytes"][1:])),
                                                  mask_bytes=tf.constant(list(d["bad_mask"])))
@@ -193,6 +211,7 @@ def test_reload_without_glcic_tf_matches_keras(exported, tmp_path):
     assert result["complete_max_abs"] <= 1e-5
     assert result["shapes"] == [[32, 48, 3], [37, 51, 3]]
     assert result["a_max_diff"] <= 1 and result["b_max_diff"] <= 1
+    assert result["float_vs_bytes"] <= 1
     assert "mask_bytes: mask size (height, width) differs from image_bytes size" in (
         result["mismatch_error"] or "")
     print(f"bf16 vs fp32 PSNR inside the holes (width {WIDTH}): "
@@ -214,6 +233,11 @@ def test_saved_model_cli_lists_both_signatures(exported):
         return text[start:end if end > 0 else len(text)]
 
     default, complete = section("serving_default"), section("complete")
+    floats = section("serving_float")
+    for key, channels in (("inputs['image']", 3), ("inputs['mask']", 1),
+                          ("outputs['completed']", 3)):
+        block = floats[floats.index(key):][:120]
+        assert "dtype: DT_FLOAT" in block and f"shape: (-1, -1, -1, {channels})" in block, block
     for key in ("inputs['image_bytes']", "inputs['mask_bytes']", "outputs['completed_bytes']"):
         block = default[default.index(key):][:120]
         assert "dtype: DT_STRING" in block and "shape: (-1)" in block, block
@@ -235,7 +259,7 @@ def test_complete_signature_and_completer_from_saved_model(exported):
     from_model = completion.Completer.from_model(config, model)
     from_saved = completion.Completer.from_path(exported["fp32"])
     assert from_saved.config == config and from_saved.step == STEP
-    for post in (True, False):
+    for post in ("opencv", "in-graph", "none"):
         a = from_model.complete(image, hole, postprocess=post)
         b = from_saved.complete(image, hole, postprocess=post)
         assert np.abs(a.astype(int) - b).max() <= 1
@@ -317,3 +341,29 @@ def test_export_cli_untrained_warns_and_refuses_overwrite(tmp_path, capsys):
     assert cli.main(cli.parse_args(["--out", base, "--preset", "tiny", "--version", "1"])) == 1
     err = capsys.readouterr().err
     assert "already exists: refusing to overwrite version 1" in err
+
+
+def test_export_without_postprocessing_serves_the_raw_composite(tmp_path, capsys):
+    cli = load_pipeline("export")
+    base = str(tmp_path / "glcic")
+    assert cli.main(cli.parse_args(["--out", base, "--preset", "tiny",
+                                    "--postprocess", "none"])) == 0
+    assert "post-processing: none" in capsys.readouterr().out
+    version = os.path.join(base, "1")
+    with open(os.path.join(version, "assets", "export.json")) as f:
+        assert json.load(f)["postprocess"] == "none"
+    with open(os.path.join(version, "assets", "model_card.md")) as f:
+        assert "none (the raw composite" in f.read()
+    rng = np.random.default_rng(4)
+    image = (rng.random((36, 44, 3)) * 255).astype(np.uint8)
+    hole = np.zeros((36, 44), bool)
+    hole[6:30, 8:40] = True
+    served = tf.io.decode_png(tf.saved_model.load(version).signatures["serving_default"](
+        image_bytes=tf.constant([tf.io.encode_png(image).numpy()]),
+        mask_bytes=tf.constant([tf.io.encode_png(hole[..., None].astype(np.uint8) * 255)
+                                .numpy()]))["completed_bytes"][0]).numpy()
+    completer = completion.Completer.from_path(version)
+    raw = completer.complete(image, hole, postprocess="none")
+    assert np.abs(served.astype(int) - raw).max() <= 1
+    post = completer.complete(image, hole, postprocess="in-graph")
+    assert np.abs(served.astype(int) - post).max() > 10

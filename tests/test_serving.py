@@ -325,6 +325,30 @@ def test_predict_versioned_path(http, server):
     _check_completed_png(base64.b64decode(r.json()["predictions"][0]["b64"]), image, mask)
 
 
+def test_predict_bytes_is_the_post_processed_signature_output(http, server):
+    """The REST answer is serving_default run in-process on the same SavedModel: the
+    in-graph post-processed picture, which differs from the raw network composite."""
+    if server.version_dir is None:
+        pytest.skip("a real TF Serving at TFSERVING_REST_URL: no local SavedModel to compare")
+    image, mask = make_image(40, 48, seed=7), make_mask(40, 48)
+    body = {"instances": [{"image_bytes": b64(png(image)), "mask_bytes": b64(png(mask))}]}
+    r = http.post(server.model_url("/versions/1:predict"), json=body)
+    assert r.status_code == 200, r.text[:1000]
+    served = unpng(base64.b64decode(r.json()["predictions"][0]["b64"])).astype(int)
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(server.version_dir)
+    local = loaded.signatures["serving_default"](
+        image_bytes=tf.constant([png(image)]), mask_bytes=tf.constant([png(mask)]))
+    local = unpng(local["completed_bytes"].numpy()[0]).astype(int)
+    assert np.abs(served - local).max() <= 1
+    raw = loaded.signatures["complete"](
+        image=tf.constant(image[None] / 255.0, tf.float32),
+        mask=tf.constant(mask[None, ..., None] / 255.0, tf.float32))["completed"].numpy()[0]
+    hole = mask > 0
+    assert np.abs(served - np.round(raw * 255))[hole].mean() > 1.0
+
+
 def test_predict_complete_rows_and_columns(http, server):
     rng = np.random.default_rng(5)
     image = rng.random((2, 32, 32, 3), dtype=np.float32)

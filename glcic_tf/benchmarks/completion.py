@@ -12,7 +12,11 @@ outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
 * `saved_model`: the exported `complete` signature (export + `tf.saved_model.load`): float32
   is the Keras model, bfloat16 the folded network.
 * `completer`: `Completer.complete` on a uint8 image with 2-4 random holes (resizing checks,
-  compositing, quantisation), without and with the paper's post-processing.
+  compositing, quantisation), without and with the paper's post-processing (OpenCV, and
+  in-graph: `glcic_tf.poisson`).
+* `postprocess_in_graph_only*`: `poisson.postprocess_image` alone (a tf.function; float32 for
+  either network precision) on the random holes and on the centre hole; its time over the
+  `complete` signature's of each precision is `in_graph_postprocess_overhead_pct`.
 * PSNR of each variant's output against the Keras float32 model's (whole network output in
   [0, 1]), with random He-normal weights (seed 0; a trained network's PSNR may differ), and
   for the default bf16 network at 512x512 with weight seeds 0-3.
@@ -134,7 +138,7 @@ def run(quick: bool = False) -> dict:
     import keras
     import tensorflow as tf
 
-    from glcic_tf import completion, export, masks, models
+    from glcic_tf import completion, export, masks, models, poisson
     from glcic_tf.config import get_preset
 
     width = 0.25 if quick else 1.0
@@ -195,11 +199,19 @@ def run(quick: bool = False) -> dict:
                     lambda s=signature, a=args: s(**a)["completed"].numpy())
             for name in ("float32", "bfloat16"):
                 completer = completion.Completer.from_model(config, fp32, precision=name)
-                for post in (False, True):
-                    key = f"completer_{name}" + ("_postprocess" if post else "")
-                    fns[key] = (lambda c=completer, p=post: c.complete(
+                for post, suffix in (("none", ""), ("opencv", "_postprocess"),
+                                     ("in-graph", "_postprocess_in_graph")):
+                    fns[f"completer_{name}{suffix}"] = (lambda c=completer, p=post: c.complete(
                         image_u8, holes, postprocess=p, maxdim=size))
             fns["postprocess_only"] = lambda: completion.postprocess(image_u8, holes)
+            # The in-graph post-processing alone (float32 whatever the network's precision),
+            # on the random holes and on the centre hole of the network timings.
+            in_graph = tf.function(poisson.postprocess_image)
+            random_f = tf.constant(holes[..., None].astype(np.float32))
+            image_f = tf.constant(image_u8.astype(np.float32) / 255.0)
+            fns["postprocess_in_graph_only"] = lambda: in_graph(image_f, random_f).numpy()
+            fns["postprocess_in_graph_only_centre_hole"] = (
+                lambda: in_graph(tf.constant(image[0]), tf.constant(hole[0])).numpy())
             entry = _timed_interleaved(fns, runs, warmup)
             for name in list(networks) + [f"saved_model_complete_{n}" for n in loaded]:
                 entry[name]["gflop_per_s"] = _gflops(size, entry[name]["median_s"], width)
@@ -211,6 +223,13 @@ def run(quick: bool = False) -> dict:
             entry["postprocess_overhead_pct"] = float(round(
                 100.0 * entry["postprocess_only"]["median_s"]
                 / entry["completer_float32"]["median_s"], 1))
+            # The in-graph post-processing over the network alone (the `complete` signature
+            # of each precision), on the random holes and on the centre hole.
+            entry["in_graph_postprocess_overhead_pct"] = {
+                f"{precision}{suffix}": float(round(
+                    100.0 * entry[f"postprocess_in_graph_only{suffix}"]["median_s"]
+                    / entry[f"saved_model_complete_{precision}"]["median_s"], 1))
+                for precision in loaded for suffix in ("", "_centre_hole")}
             result["sizes"][str(size)] = entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -227,6 +246,8 @@ def run(quick: bool = False) -> dict:
             "bf16_psnr_ge_40_db": bool(
                 at512["folded_bfloat16"]["psnr_vs_keras_float32_db"] >= 40.0),
             "postprocess_le_10_pct": bool(at512["postprocess_overhead_pct"] <= 10.0),
+            "in_graph_postprocess_float32_le_15_pct": bool(
+                at512["in_graph_postprocess_overhead_pct"]["float32"] <= 15.0),
         }
     return result
 
