@@ -31,6 +31,8 @@ class TrainOptions:
     init_from: str | None = None
     start_phase: int | None = None
     before_after: bool = False  # write RUN_DIR/before_after.png (a held-out photo) at the end
+    memory_check: bool = True  # estimate a step's memory first; refuse when it does not fit
+    accumulate_auto: bool = False  # choose the smallest gradient accumulation that fits
 
 
 def _dataset_dir(pattern: str) -> str:
@@ -124,8 +126,31 @@ def warm_start_fn(source: str, config: GLCICConfig):
     return init
 
 
+def plan_memory(config, strategy, options: TrainOptions):
+    """The config with the accumulation that fits (see `glcic_tf.memory`); DoesNotFit when the
+    step does not fit and `accumulate_auto` is off. Runs before anything is written."""
+    from glcic_tf import memory
+
+    if not (options.memory_check or options.accumulate_auto):
+        return config
+    if options.accumulate_auto and tf.io.gfile.exists(runs.config_path(options.run_dir)):
+        # Resuming: keep the accumulation the run started with when it still fits.
+        saved = GLCICConfig.load(runs.config_path(options.run_dir))
+        config = config.override({"schedule.accumulate": saved.schedule.accumulate})
+    available, device = memory.available_per_replica(strategy)
+    chosen = memory.plan(config, strategy.num_replicas_in_sync, available, device=device,
+                         auto=options.accumulate_auto)
+    print(f"glcic_tf: {chosen.message}", flush=True)
+    if chosen.accumulate != config.schedule.accumulate:
+        config = config.override({"schedule.accumulate": chosen.accumulate})
+    return config
+
+
 def train(options: TrainOptions) -> training.TrainingResult:
-    config = options.config
+    # The memory check comes first: a step that cannot fit is refused before anything is read
+    # or written.
+    strategy = training.make_strategy(options.strategy)
+    config = plan_memory(options.config, strategy, options)
     train_pattern, val_pattern, info = resolve_data(options)
     # The dataset's mean replaces the default one; a mean set explicitly (--mean-pixel, or in a
     # --config such as an imported Torch7 model's, which must keep the mean it was trained with)
@@ -150,8 +175,6 @@ def train(options: TrainOptions) -> training.TrainingResult:
                 "data validation found anomalies; refusing to train:\n  "
                 + "\n  ".join(result.anomalies) + f"\n(report: {result.html_path})")
         print(f"glcic_tf: data validation passed (report: {result.html_path})", flush=True)
-
-    strategy = training.make_strategy(options.strategy)
 
     def dataset_fn(ctx=None):
         return data_lib.make_dataset(train_pattern, config, training=True, input_context=ctx)

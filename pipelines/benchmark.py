@@ -11,6 +11,8 @@ and one failing section does not stop the others. Sections, in order:
   make_tfrecords  images-to-TFRecords Beam pipeline images/s (DirectRunner)
   training        phase-1 and phase-3 step images/s at 256x256, batch 4, full width; float32,
                   mixed bfloat16 (CPU with AVX512_BF16) or mixed float16 (GPU); XLA on phase 1
+  train_memory    peak memory of phase-3 steps at two sizes and widths (each in a fresh process)
+                  against glcic_tf.memory's estimate (train.py's check before the first step)
   completion      completion latency at 256 and 512 px: Keras, folded, `complete` signature,
                   Completer with and without post-processing; float32 and bfloat16
   large_image     full-resolution completion of a 4000x3000 photo: peak memory and time per
@@ -46,7 +48,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("machine", "calibration", "input_pipeline", "make_tfrecords", "training",
-            "completion", "large_image", "serving")
+            "train_memory", "completion", "large_image", "serving")
 DEFAULT_TIMEOUT_S = 3600
 QUICK_TIMEOUT_S = 900
 LOG_TAIL = 3000
@@ -183,6 +185,13 @@ def summarize(sections: dict) -> dict:
         s["completion_latency_s"] = latency
         if co.get("targets_512") is not None:
             s["completion_targets_512"] = co["targets_512"]
+    tm = _get(sections, "train_memory", "result")
+    if tm:
+        s["train_memory"] = {
+            "cases": [{k: c.get(k) for k in ("size", "width", "batch", "precision", "peak_mb",
+                                             "estimate_mb", "estimate_over_measured")}
+                      for c in tm.get("cases", [])],
+            "within_30_pct": tm.get("within_30_pct")}
     li = _get(sections, "large_image", "result")
     if li:
         s["large_image"] = {

@@ -22,6 +22,13 @@ Usage:
 
 Re-running the same command resumes from the last checkpoint in --out, in the right phase.
 SIGTERM / SIGINT save a checkpoint and exit (status 128 + signal number).
+
+Before the first step the memory of one training step per replica is estimated
+(glcic_tf/memory.py) and compared with what each replica has; a step that would not fit is
+refused, before anything is written, with exit status 3 and the flags that would fit
+(--accumulate N, keeping the global batch, or --batch-size). --accumulate auto picks the
+smallest N that fits; --no-memory-check skips the check. Exit status: 0 done, 1 error, 2 bad
+configuration, 3 does not fit, 128 + N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -64,7 +71,6 @@ OVERRIDES = {
     "keep_checkpoints": ("schedule.keep_checkpoints", int, "checkpoints kept"),
     "log_every": ("schedule.log_every", int, "TensorBoard scalar period (steps)"),
     "image_every": ("schedule.image_every", int, "TensorBoard image period (steps)"),
-    "accumulate": ("schedule.accumulate", int, "micro-batches per step (gradient accumulation)"),
     "precision": ("precision", str, "float32 | mixed_float16 (GPU) | mixed_bfloat16 (CPU/TPU)"),
     "seed": ("seed", int, "random seed"),
     "shuffle_buffer": ("data.shuffle_buffer", int, "examples in the shuffle buffer"),
@@ -105,6 +111,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "present; optimizer state fresh); only when --out has no checkpoint")
     p.add_argument("--start-phase", type=int, choices=[1, 2, 3],
                    help="with no checkpoint in --out, start at this phase")
+    p.add_argument("--accumulate", metavar="N|auto",
+                   help="micro-batches per step (gradient accumulation, schedule.accumulate); "
+                        "auto: the smallest N that fits the memory estimate")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="skip the estimate of a step's memory before training (by default a "
+                        "step that would not fit is refused with exit status 3)")
     p.add_argument("--mean-pixel", type=float, nargs=3, metavar=("R", "G", "B"),
                    help="hole fill value in [0, 1] (default: from dataset_info.json)")
     for flag, (key, typ, help_) in OVERRIDES.items():
@@ -117,6 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give --config or --preset, not both")
     if args.start_phase and not args.init_from:
         p.error("--start-phase needs --init-from (a fresh network starts in phase 1)")
+    if args.accumulate is not None and args.accumulate != "auto" and (
+            not args.accumulate.isdigit() or int(args.accumulate) < 1):
+        p.error(f"--accumulate must be a positive integer or auto, got {args.accumulate!r}")
     return args
 
 
@@ -133,6 +148,8 @@ def resolve_config(args: argparse.Namespace):
                       if getattr(args, flag) is not None})
     if args.mean_pixel:
         overrides["data.mean_pixel"] = list(args.mean_pixel)
+    if args.accumulate not in (None, "auto"):
+        overrides["schedule.accumulate"] = int(args.accumulate)
     # A new crop size keeps the paper's resize range (1x to 1.5x) unless given explicitly.
     if args.image_size is not None:
         overrides.setdefault("data.resize_min", args.image_size)
@@ -142,7 +159,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import train_lib, training
+    from glcic_tf import memory, train_lib, training
     from glcic_tf.config import ConfigError
     from glcic_tf.data import CorruptDataError
 
@@ -175,9 +192,13 @@ def main(args: argparse.Namespace) -> int:
                                      val_data=args.val_data, strategy=args.strategy,
                                      validate=args.validate, export=args.export,
                                      init_from=init_from, start_phase=args.start_phase,
-                                     before_after=before_after)
+                                     before_after=before_after, memory_check=args.memory_check,
+                                     accumulate_auto=args.accumulate == "auto")
     try:
         result = train_lib.train(options)
+    except memory.DoesNotFit as e:
+        print(f"train.py: does not fit: {e}", file=sys.stderr)
+        return memory.EXIT_DOES_NOT_FIT
     except (training.TrainingError, FileNotFoundError, ValueError, CorruptDataError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 1

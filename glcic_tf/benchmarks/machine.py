@@ -31,7 +31,7 @@ import time
 from typing import Sequence
 
 SECTIONS = ("machine", "calibration", "input_pipeline", "make_tfrecords", "training",
-            "completion", "large_image", "serving")
+            "train_memory", "completion", "large_image", "serving")
 
 
 def _cpuinfo() -> dict:
