@@ -7,7 +7,8 @@ Usage (how models/glcic_photos128 was made, after training with the photos128 pr
 
 Writes OUT/VERSION/ (a float32 SavedModel with in-graph post-processing, `maxdim` from the
 config's training scale),
-OUT/eval/ (evaluate.py's report.json, samples.jsonl, contact_sheet.png), OUT/MODEL_CARD.md
+OUT/eval/ (evaluate.py's report.json and samples.jsonl; no contact sheet of the held-out
+photos), OUT/MODEL_CARD.md
 (also copied to VERSION/assets/model_card.md) and OUT/eval_curve.jsonl (the run's learning
 curve). The evaluation scores both post-processings (OpenCV and in-graph) and pairs them.
 """
@@ -47,8 +48,11 @@ def main(args: argparse.Namespace) -> int:
     config = GLCICConfig.load(runs.config_path(args.run))
     version_dir = export.export_from_run(args.run, args.out,
                                          source=f"`{config.name}` training run (MODEL_CARD.md)")
+    # No contact sheet: it would put crops of the held-out photos into the repository (the
+    # photos are not ours to ship); docs/results.md shows one of scikit-image's sample photos.
     report = evaluation.evaluate(version_dir, args.data, os.path.join(args.out, "eval"),
-                                 masks_per_image=args.masks_per_image, postprocess="both")
+                                 masks_per_image=args.masks_per_image, postprocess="both",
+                                 contact_rows=0)
     curve_file = os.path.join(args.run, eval_curve.CURVE_NAME)
     curve = eval_curve.read_curve(curve_file)
     if curve:
