@@ -74,6 +74,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -661,6 +662,29 @@ def postprocess(completed: np.ndarray, hole: np.ndarray, *,
 _postprocess = postprocess  # `Completer.complete` has an argument of the same name
 
 
+@functools.lru_cache(maxsize=None)
+def _postprocess_in_graph_fn():
+    import tensorflow as tf
+
+    from glcic_tf import poisson
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                  tf.TensorSpec([None, None], tf.bool)])
+    def run(completed, hole):
+        out = poisson.postprocess_image(tf.cast(completed, tf.float32) / 255.0,
+                                        tf.cast(hole, tf.float32)[..., tf.newaxis])
+        return to_uint8_tf(out)
+
+    return run
+
+
+def postprocess_in_graph(completed: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """`poisson.postprocess_image` of a uint8 composite [H, W, 3] with its bool hole [H, W]
+    (one tf.function for every size); pixels outside the hole are `completed`'s."""
+    out = _postprocess_in_graph_fn()(completed, np.asarray(hole, bool)).numpy()
+    return np.where(np.asarray(hole, bool)[..., None], out, completed)
+
+
 def postprocess_mode(value) -> str:
     """"opencv", "in-graph" or "none" from a mode or a bool (True = "opencv", the paper's)."""
     if value is True:
@@ -1023,17 +1047,6 @@ class Completer:
         self._run = make_run(False)
         self._run_in_graph = make_run(True)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
-                                      tf.TensorSpec([None, None], tf.bool)])
-        def post_in_graph(completed, hole):
-            from glcic_tf import poisson
-
-            out = poisson.postprocess_image(tf.cast(completed, tf.float32) / 255.0,
-                                            tf.cast(hole, tf.float32)[..., tf.newaxis])
-            return to_uint8_tf(out)
-
-        self._post_in_graph = post_in_graph
-
         # Region by region (maxdim=0): one trace for any crop size.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
                                       tf.TensorSpec([None, None, None, 1], tf.float32)])
@@ -1207,7 +1220,7 @@ class Completer:
                                    max_pixels=max_region_pixels,
                                    postprocess=mode == "opencv")
             if mode == "in-graph":
-                out = np.where(hole[..., None], self._post_in_graph(out, hole).numpy(), image)
+                out = np.where(hole[..., None], postprocess_in_graph(out, hole), image)
             return out
         run = self._run_in_graph if mode == "in-graph" else self._run
         out = run(image, hole, np.int32(maxdim)).numpy()

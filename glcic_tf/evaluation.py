@@ -51,7 +51,6 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -458,7 +457,9 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
                             completion.postprocess(outputs["ours"][i], hole[i])
                             for i in range(n)])
                     if post_graph:
-                        outputs[POST_GRAPH] = _post_in_graph(outputs["ours"], mask)
+                        outputs[POST_GRAPH] = np.stack([
+                            completion.postprocess_in_graph(outputs["ours"][i], hole[i])
+                            for i in range(n)])
                     if baselines:
                         outputs["mean_fill"] = masked_u8
                         outputs["telea"] = np.stack([inpaint_opencv(
@@ -639,25 +640,6 @@ def _agreement_summary(samples: list, kinds: tuple) -> dict | None:
                                  "min": round(float(values[:, i].min()), 2)}
                          for i, where in enumerate(("whole_crop", "hole"))}
     return summary
-
-
-@functools.lru_cache(maxsize=None)
-def _post_fn():
-    """`poisson.postprocess_image` as one tf.function for every crop size (traced once)."""
-    import tensorflow as tf
-
-    from glcic_tf import poisson
-
-    return tf.function(poisson.postprocess_image, input_signature=[
-        tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None, 1], tf.float32)])
-
-
-def _post_in_graph(ours_u8: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The in-graph post-processing of a batch of uint8 composites, image by image."""
-    images = ours_u8.astype(np.float32) / 255.0
-    out = np.stack([_to_uint8(_post_fn()(images[i], mask[i]).numpy())
-                    for i in range(len(ours_u8))])
-    return np.where(mask > 0, out, ours_u8)
 
 
 def guard_value(report: dict) -> float | None:

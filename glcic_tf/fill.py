@@ -13,7 +13,7 @@ slicing and arithmetic, so a SavedModel that contains it runs unchanged in TF Se
   pixel of a ring the mean of its already-filled 4-neighbours: the discrete counterpart of
   OpenCV's fast marching inpainting (Telea, INPAINT_TELEA) with radius 1, without its gradient
   term. Used as the base of the in-graph post-processing (`glcic_tf.poisson`), where only the
-  band along the hole's border matters, and the rest of the hole is filled harmonically.
+  band along the hole's border matters.
 * `harmonic_fill`: a cascadic multigrid solution of Laplace's equation inside the hole with the
   known pixels as the boundary: from coarse to fine, start from the coarser level's solution and
   run Jacobi sweeps (each hole pixel becomes the mean of its 4 neighbours; image borders are

@@ -13,12 +13,12 @@ with `runtime` (TensorFlow, Keras, the input pipeline; host memory only), PARAME
 and ACTIVATION_BYTES calibrated by measuring peak resident memory of real phase-3 steps
 (`python -m glcic_tf.benchmarks.train_memory`, which also prints the estimate beside each
 measurement). Activations grow with the width (channels) and the pixels; the parameter count
-comes from the networks' Table 1 shapes at the config's width (built on the CPU, no step run).
+comes from the networks' Table 1 and 2 shapes at the config's width (no network is built).
 
-`check(config, replicas, available)` compares the estimate with the memory each replica has:
+`plan(config, replicas, available)` compares the estimate with the memory each replica has:
 host RAM available (`MemAvailable` of /proc/meminfo, shared by CPU replicas) or, for GPUs, the
 device's memory (`nvidia-smi`; where it cannot be read the check is skipped with a message:
-GPU paths are untested here). `plan` returns what to do: run, run with gradient accumulation
+GPU paths are untested here) and returns what to do: run, run with gradient accumulation
 (`--accumulate auto`: the smallest N dividing the per-replica batch whose micro-batch fits), or
 refuse with the flags that would fit.
 """

@@ -6,9 +6,10 @@ then `cv2.seamlessClone` NORMAL_CLONE per connected hole). `postprocess` here do
 job with pooling, resizing, slicing and arithmetic only, so it can live inside a SavedModel
 that TF Serving runs unchanged (`export.py --postprocess in-graph`):
 
-1. base = `fill.harmonic_fill(completed, hole)`: a smooth fill of the hole from its border (in
-   place of Telea's fast marching, which is a sequential front propagation with no stock-op
-   equivalent; the harmonic fill scores as well as Telea on held-out photos, see `fill.py`).
+1. base = `fill.ring_fill(completed, hole, BASE_RINGS)`: the hole's outer rings filled from its
+   border inwards (in place of Telea's fast marching, which is a sequential front propagation
+   with no stock-op equivalent; the blend reads the base only in that band, and the rest of the
+   base is the completion itself).
 2. The blend solves the discrete Poisson equation inside the hole, known pixels as the
    (Dirichlet) boundary, with the guidance field of `cv2.seamlessClone`: on the grid edge from
    pixel p to its right or lower neighbour, the completion's difference where p lies in the
@@ -28,12 +29,13 @@ measures both: the in-graph result is the independent sparse solve's, and it is 
 OpenCV's on real crops.)
 
 The solver: for d = result - base, which is 0 on known pixels, the equation is
-`d - mean4(d) = rhs` in the hole. It starts from d0 = completed - base (exact deep inside the
-eroded hole, where both sides follow the completion) and removes the remaining, smooth error
-by a cascadic multigrid like `fill.harmonic_fill`'s: the residual is averaged down a pyramid
-(scaled by 4 a level, as the 5-point operator on a grid twice as coarse), solved coarse to fine
-with Jacobi sweeps (more at coarser, cheaper levels). `blend_iterations` sweeps at full
-resolution (default BLEND_ITERATIONS).
+`d - mean4(d) = rhs` in the hole. It starts from the completion minus the harmonic interpolant
+of its band values in the eroded hole (0 in the band, continuous at its edge, exact deep inside,
+where both sides follow the completion) and removes the remaining, smooth error by
+`blend_cycles` passes of a cascadic multigrid like `fill.harmonic_fill`'s: the residual is
+averaged down a pyramid (scaled by 4 a level, as the 5-point operator on a grid twice as
+coarse), solved coarse to fine with Jacobi sweeps (more at coarser, cheaper levels).
+`blend_iterations` sweeps at full resolution (defaults BLEND_CYCLES, BLEND_ITERATIONS).
 
 Memory: `postprocess_image` works box by box, each box a group of holes grown by MARGIN px, so a
 small hole in a large photo costs what the hole's box costs, not what the photo costs (the peak
@@ -53,10 +55,8 @@ BLEND_ITERATIONS = 4
 BLEND_CYCLES = 3
 BASE_RINGS = 2 * (ERODE_PIXELS + 1)
 MAX_LEVELS = fill.MAX_LEVELS
-COARSE_DOUBLINGS = 2
 # Known pixels kept around the holes' bounding box in `postprocess_image` (the solve reads one).
 MARGIN = 8
-MODES = ("opencv", "in-graph", "none")
 
 
 def erode(hole: tf.Tensor, pixels: int = ERODE_PIXELS) -> tf.Tensor:
@@ -99,7 +99,7 @@ def solve_dirichlet(rhs: tf.Tensor, hole: tf.Tensor, init: tf.Tensor | None = No
     mean4 is the mean of the 4 neighbours with the image border mirrored. A cascadic multigrid:
     the residual of `init` is restricted down a pyramid (average pooling, times 4 a level),
     the correction solved from the coarsest level up with Jacobi sweeps, `iterations` at full
-    resolution, 2x and 4x as many on the coarser levels.
+    resolution, 2x and 4x as many on the coarser levels; `cycles` such passes.
 
     Args:
       rhs: float32 [B, H, W, C].
@@ -131,7 +131,7 @@ def _correction(residual, frees, iterations):
         # Tiny levels converge in about side^2 sweeps: no more than that.
         side = tf.reduce_max(tf.shape(e)[1:3])
         e = _smooth(e, frees[level], residuals[level],
-                    tf.minimum(iterations * 2 ** min(level, COARSE_DOUBLINGS), side * side))
+                    tf.minimum(iterations * 2 ** min(level, fill.COARSE_DOUBLINGS), side * side))
     return e
 
 
@@ -166,7 +166,8 @@ def poisson_blend(completed: tf.Tensor, base: tf.Tensor, hole: tf.Tensor, *,
 def postprocess(completed: tf.Tensor, hole: tf.Tensor, *,
                 blend_iterations: int = BLEND_ITERATIONS,
                 blend_cycles: int = BLEND_CYCLES) -> tf.Tensor:
-    """Harmonic fill, then Poisson blend, of a batch; pixels outside the hole unchanged.
+    """Ring fill of the hole's border, then Poisson blend, of a batch; pixels outside the hole
+    unchanged.
 
     Args:
       completed: float [B, H, W, 3] in [0, 1], the network's composite.
