@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import threading
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -968,7 +969,8 @@ def _parse_path(method: str, path: str):
 
 
 def create_app(manager: ModelManager, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               num_threads: int = 4, timeout_seconds: float = 0.0, manage_lifecycle: bool = True):
+               num_threads: int = 4, timeout_seconds: float = 0.0, manage_lifecycle: bool = True,
+               ui: bool = True):
     """The ASGI app (Starlette) serving TF Serving's REST API for a ModelManager.
 
     Args:
@@ -978,6 +980,8 @@ def create_app(manager: ModelManager, *, max_body_bytes: int = DEFAULT_MAX_BODY_
       timeout_seconds: a prediction not answered within this many seconds gets 504 (0: none).
       manage_lifecycle: start the manager (initial load, then polling) when the app starts and
         stop it at shutdown.
+      ui: serve the completion page (`glcic_tf.serving_ui`) at /ui, and redirect / to it; both
+        are off the /v1/ paths, so the REST API is the same either way.
     """
     from starlette.applications import Starlette
     from starlette.responses import Response
@@ -1042,9 +1046,25 @@ def create_app(manager: ModelManager, *, max_body_bytes: int = DEFAULT_MAX_BODY_
                 manager.stop()
             executor.shutdown(wait=False, cancel_futures=True)
 
+    routes = []
+    if ui:
+        from starlette.responses import RedirectResponse
+
+        from glcic_tf import serving_ui
+
+        names = list(manager.models)
+
+        async def page(request):
+            return serving_ui.page_response(names)
+
+        async def to_page(request):
+            return RedirectResponse(serving_ui.UI_PATH)
+
+        routes += [Route(serving_ui.UI_PATH, page, methods=["GET", "HEAD"]),
+                   Route("/", to_page, methods=["GET", "HEAD"])]
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
-    return Starlette(routes=[Route("/{path:path}", handle, methods=methods)],
-                     lifespan=lifespan)
+    routes.append(Route("/{path:path}", handle, methods=methods))
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1066,6 +1086,46 @@ class ServerOptions:
     inter_op_parallelism: int = 0
     log_level: str = "info"
     access_log: bool = False
+    ui: bool = True
+    inbrowser: bool = False
+
+
+@contextlib.contextmanager
+def serving_in_thread(app, host: str = "127.0.0.1", port: int = 0,
+                      timeout_seconds: float = 120.0):
+    """Serves an ASGI app with uvicorn in a background thread; yields its base URL.
+
+    The socket is bound here and its port read back (port 0: any free one), so two callers
+    never race for a probed port. For notebooks, tests and scripts that drive the server from
+    the same process; the app's lifespan (model loading) runs before the URL is yielded.
+    """
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name="glcic-serving", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the embedded server stopped while starting (see its log)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded server did not start in {timeout_seconds} s")
+            time.sleep(0.02)
+        bound = sock.getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        yield f"http://{shown}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_seconds)
+        sock.close()
 
 
 def serve(options: ServerOptions) -> None:
@@ -1082,10 +1142,17 @@ def serve(options: ServerOptions) -> None:
     manager = ModelManager(options.models, options.file_system_poll_wait_seconds)
     app = create_app(manager, max_body_bytes=options.max_body_bytes,
                      num_threads=options.num_threads,
-                     timeout_seconds=options.rest_api_timeout_in_ms / 1000.0)
+                     timeout_seconds=options.rest_api_timeout_in_ms / 1000.0, ui=options.ui)
     logger.info("Serving %s on http://%s:%d/v1/models/...",
                 ", ".join(m.name for m in options.models), options.rest_api_host,
                 options.rest_api_port)
+    if options.ui:
+        from glcic_tf import serving_ui
+
+        logger.info("Completion page: %s",
+                    serving_ui.page_url(options.rest_api_host, options.rest_api_port))
+        if options.inbrowser:
+            serving_ui.open_in_browser_when_up(options.rest_api_host, options.rest_api_port)
     uvicorn.run(app, host=options.rest_api_host, port=options.rest_api_port,
                 log_level=options.log_level, access_log=options.access_log,
                 timeout_graceful_shutdown=5)

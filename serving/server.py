@@ -9,6 +9,10 @@ Usage:
   python serving/server.py --model_name glcic --model_base_path /abs/path/to/export/glcic
   python serving/server.py --rest_api_port 8501 --model_config_file serving/models.config
   curl http://127.0.0.1:8501/v1/models/glcic
+  python serving/server.py --model_name glcic --model_base_path models/glcic_photos128 --inbrowser
+
+The completion page (paint over what should go, get it filled, download the PNG) is at
+http://127.0.0.1:8501/ui unless --no-ui is given; it calls the same REST API as any client.
 """
 
 from __future__ import annotations
@@ -55,10 +59,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log_level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access_log", action="store_true", help="log every request")
+    p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve the completion page at http://HOST:PORT/ui (paint a hole, get "
+                        "it filled; it uses the REST API like any client) (default: on)")
+    p.add_argument("--inbrowser", action="store_true",
+                   help="open the completion page in the default web browser once the server "
+                        "is up")
     args = p.parse_args(argv)
 
     if bool(args.model_base_path) == bool(args.model_config_file):
         p.error("give exactly one of --model_base_path and --model_config_file")
+    if args.inbrowser and not args.ui:
+        p.error("--inbrowser opens the completion page, which --no-ui turns off")
     if not 0 <= args.rest_api_port < 65536:
         p.error(f"--rest_api_port must be in [0, 65535], got {args.rest_api_port}")
     if args.file_system_poll_wait_seconds < 0:
@@ -96,6 +108,8 @@ def main(args: argparse.Namespace) -> None:
         inter_op_parallelism=args.tensorflow_inter_op_parallelism,
         log_level=args.log_level,
         access_log=args.access_log,
+        ui=args.ui,
+        inbrowser=args.inbrowser,
     ))
 
 
