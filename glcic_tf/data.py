@@ -11,8 +11,14 @@
 | `image/channels` | int64  | always 3 after normalisation                                       |
 | `image/key`      | bytes  | stable id derived from the source path (also drives the split)     |
 
-Beside the shards, `dataset_info.json` records counts per split, rejects by reason, the train
-split's mean pixel value (RGB in [0, 1]) and size statistics.
+Beside the shards, `PREFIX-dataset_info.json` records counts per split, rejects by reason, the
+train split's mean pixel value (RGB in [0, 1]), size statistics and the shard files
+(`glcic_tf.datasets`: one metadata file per dataset prefix, and how readers find it).
+
+Every reader checks its files first (`list_files` -> `check_shards`): a file that is not a
+TFRecord whose first record is a `tf.train.Example` with `image/encoded` (a JSON file caught by
+a glob, a folder, TFDV statistics, ...) is an `InvalidShardError` naming the file and what was
+expected, before tf.data sees it.
 
 ## Training input: `make_dataset`
 
@@ -73,9 +79,12 @@ or, with `data.skip_corrupt`, is skipped.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import os
 import random
+import struct
 from typing import Iterator, Sequence
 
 import tensorflow as tf
@@ -90,6 +99,7 @@ FEATURE_WIDTH = "image/width"
 FEATURE_CHANNELS = "image/channels"
 FEATURE_KEY = "image/key"
 
+# The old layout's one metadata file per folder (see `glcic_tf.datasets` for the current one).
 DATASET_INFO_NAME = "dataset_info.json"
 
 # The keys of every element of `make_dataset` / `make_eval_dataset` (the input contract).
@@ -104,41 +114,158 @@ _RECORD_OVERHEAD = 16
 
 
 def read_dataset_info(path: str) -> dict:
-    """Reads `dataset_info.json` (a file path or the folder holding it)."""
-    if tf.io.gfile.isdir(path):
-        path = path.rstrip("/") + "/" + DATASET_INFO_NAME
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"no {DATASET_INFO_NAME} at {path}")
-    with tf.io.gfile.GFile(path) as f:
-        info = json.load(f)
-    mean = info.get("mean_pixel")
-    if not (isinstance(mean, list) and len(mean) == 3):
-        raise ValueError(f"{path}: 'mean_pixel' must be a list of 3 numbers, got {mean!r}")
-    return info
+    """The metadata of a dataset: its prefix, its `PREFIX-dataset_info.json`, a folder with one
+    dataset, or a legacy `dataset_info.json` (see `glcic_tf.datasets`)."""
+    from glcic_tf import datasets
+
+    dataset = datasets.find(path)
+    if dataset is None:
+        raise FileNotFoundError(f"no dataset metadata for {path} (expected "
+                                f"PREFIX{datasets.INFO_SUFFIX}, given as PREFIX or its path)")
+    return dataset.info
 
 
 # --- files ---------------------------------------------------------------------------------------
 
 
-def list_files(file_pattern: str | Sequence[str]) -> list[str]:
+class InvalidShardError(ValueError):
+    """An input file that is not a TFRecord of `tf.train.Example`s in this schema."""
+
+
+_EXPECTED_SHARD = ("expected TFRecord files of tf.train.Example records with an image/encoded "
+                   "bytes feature, as pipelines/make_tfrecords.py writes them")
+# A first record larger than this is taken for garbage framing, not an image.
+_MAX_RECORD_BYTES = 1 << 31
+
+
+@functools.lru_cache(maxsize=1)
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of `data` (pure Python: used on 8-byte length headers)."""
+    table = _crc32c_table()
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _looks_like(head: bytes) -> str:
+    text = head.lstrip()[:1]
+    if text in (b"{", b"["):
+        return "it looks like JSON text"
+    if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
+        return "it looks like an image file, not a TFRecord of images"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes that are not TFRecord framing"
+    return "it looks like text"
+
+
+def check_shard_file(path: str) -> str | None:
+    """None when `path` starts like a shard of this schema, else what it is instead.
+
+    Reads the first record only: its TFRecord length header and CRC, and whether it parses as a
+    `tf.train.Example` holding `image/encoded` bytes. An empty file (a TFRecord of no record)
+    passes; corrupt records further in are `find_corrupt_shards`'s job.
+    """
+    if tf.io.gfile.isdir(path):
+        return "it is a folder"
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            header = f.read(12)
+            if not header:
+                return None
+            if len(header) < 12:
+                return (f"{len(header)} bytes, too short for a TFRecord record header "
+                        f"({_looks_like(header)})")
+            length, crc = struct.unpack("<QI", header)
+            if masked_crc32c(header[:8]) != crc or length > _MAX_RECORD_BYTES:
+                return f"no TFRecord framing: {_looks_like(header)}"
+            payload = f.read(length)
+    except (tf.errors.OpError, OSError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    if len(payload) < length:
+        return f"truncated inside its first record ({len(payload)} of {length} bytes)"
+    try:
+        example = tf.train.Example.FromString(payload)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        return f"its first record is not a tf.train.Example ({type(e).__name__})"
+    feature = example.features.feature.get(FEATURE_ENCODED)
+    if feature is None or not feature.bytes_list.value:
+        names = ", ".join(sorted(example.features.feature)) or "none"
+        return (f"its first record is a tf.train.Example without {FEATURE_ENCODED} bytes "
+                f"(features: {names})")
+    return None
+
+
+def check_shards(files: Sequence[str]) -> None:
+    """Raises `InvalidShardError` naming every file that is not a shard of this schema.
+
+    Files are checked in parallel threads (one small read each), so remote shards are cheap.
+    """
+    files = list(files)
+    if not files:
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        problems = [(f, p) for f, p in zip(files, pool.map(check_shard_file, files)) if p]
+    if not problems:
+        return
+    shown = "; ".join(f"{f}: {p}" for f, p in problems[:3])
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+    hint = ""
+    if any(f.endswith((".json", ".jsonl")) for f, _ in problems):
+        hint = (" (a glob over a dataset prefix also catches its metadata and rejects files: "
+                "pass the dataset itself, --data DIR/NAME, or a glob ending in .tfrecord)")
+    what = "is not a TFRecord shard" if len(problems) == 1 else (
+        f"{len(problems)} files are not TFRecord shards")
+    raise InvalidShardError(
+        f"{what} of glcic_tf images: {shown}{more}; {_EXPECTED_SHARD}{hint}")
+
+
+def list_files(file_pattern: str | Sequence[str], check: bool = True) -> list[str]:
     """The sorted, de-duplicated files matching one glob pattern or several.
+
+    Args:
+      file_pattern: a glob or a list of them.
+      check: also check that each file is a shard of this schema (`check_shards`).
 
     Raises:
       FileNotFoundError: a pattern matches no file (the message names the pattern).
+      InvalidShardError: with `check`, a file is not a TFRecord of this schema (names it).
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     if not patterns:
         raise ValueError("file_pattern is empty: expected a glob pattern such as "
                          "'shards/train-*.tfrecord' or a list of them")
-    files: set[str] = set()
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:
             raise ValueError(f"file patterns must be non-empty strings, got {pattern!r}")
-        matched = tf.io.gfile.glob(pattern)
+    # Plain paths (e.g. a dataset's shard list) need no listing: checked in parallel threads.
+    literal = [p for p in patterns if not any(c in p for c in "*?[")]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(literal) or 1)) as pool:
+        exists = dict(zip(literal, pool.map(tf.io.gfile.exists, literal)))
+    files: set[str] = set()
+    for pattern in patterns:
+        matched = ([pattern] if exists[pattern] else []) if pattern in exists else (
+            tf.io.gfile.glob(pattern))
         if not matched:
             raise FileNotFoundError(f"no TFRecord file matches {pattern!r}")
         files.update(matched)
-    return sorted(files)
+    files_sorted = sorted(files)
+    if check:
+        check_shards(files_sorted)
+    return files_sorted
 
 
 def auto_shard_policy(num_files: int, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
@@ -499,6 +626,9 @@ class CorruptDataError(RuntimeError):
 def _scan_shard(shard: str) -> str | None:
     """None when every record of `shard` reads, parses and decodes; else what is wrong."""
     size = tf.io.gfile.stat(shard).length
+    problem = check_shard_file(shard)
+    if problem is not None:
+        return f"not a TFRecord shard of glcic_tf images: {problem}; {_EXPECTED_SHARD}"
 
     # Fast pass: the whole shard through tf.data in parallel; most shards stop here.
     def record_bytes(serialized):
@@ -561,11 +691,19 @@ def find_corrupt_shards(file_pattern: str | Sequence[str]) -> list[tuple[str, st
     that counts and locates the bad records.
     """
     found = []
-    for shard in list_files(file_pattern):
+    for shard in list_files(file_pattern, check=False):
         problem = _scan_shard(shard)
         if problem is not None:
             found.append((shard, problem))
     return found
+
+
+def _shown_patterns(file_pattern: str | Sequence[str]) -> str:
+    if isinstance(file_pattern, str):
+        return file_pattern
+    patterns = list(file_pattern)
+    shown = ", ".join(patterns[:3])
+    return shown + (f", ... ({len(patterns)} patterns)" if len(patterns) > 3 else "")
 
 
 def explain_data_error(error: Exception, file_pattern: str | Sequence[str]) -> CorruptDataError:
@@ -576,7 +714,7 @@ def explain_data_error(error: Exception, file_pattern: str | Sequence[str]) -> C
     from e`. It scans every shard matching `file_pattern`, so it takes about one pass over the
     data.
     """
-    shown = file_pattern if isinstance(file_pattern, str) else ", ".join(file_pattern)
+    shown = _shown_patterns(file_pattern)
     corrupt = find_corrupt_shards(file_pattern)
     if not corrupt:
         return CorruptDataError(

@@ -346,14 +346,16 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
              max_images: int | None = None,
              image_size: int | None = None, batch_size: int = 8,
              inpaint_radius: int = INPAINT_RADIUS, contact_rows: int = 4,
-             cell_size: int = 128, mask_files: str | None = None,
+             cell_size: int = 128, mask_files: str | None = None, split: str = "val",
              log: Callable[[str], None] | None = print) -> dict:
     """Scores a model and the baselines on fixed holes; writes report.json, samples.jsonl and
     contact_sheet.png into `out_dir` (see the module docstring) and returns the report.
 
     Args:
       model_path: run directory, SavedModel directory or TF Serving base path (`load_model`).
-      data_pattern: glob(s) of TFRecord shards; None = the sample dataset's val split.
+      data_pattern: a dataset (prefix or metadata file; its `split`) or glob(s) of TFRecord
+        shards, comma-separated or a list (`glcic_tf.datasets.select`); None = the sample
+        dataset's val split.
       out_dir: output directory (created).
       mask_kinds: any of "rect", "freeform", "file" (masks from `mask_files`, picked by
         image key and seed, centre-cropped); each is reported separately.
@@ -370,6 +372,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
       cell_size: pixel side of each contact-sheet cell.
       mask_files: glob of the user's mask images or mask TFRecords for the "file" kind
         (default: the model config's `masks.mask_files`).
+      split: the split of a dataset given by name: "val" (default), "train" or "all".
       log: progress messages (None: silent).
 
     Returns:
@@ -382,6 +385,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
 
     from glcic_tf import completion
     from glcic_tf import data as data_lib
+    from glcic_tf import datasets
     from glcic_tf import masks as masks_lib
 
     kinds = tuple(mask_kinds)
@@ -412,11 +416,20 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     if data_pattern is None:
         data_pattern = default_data_pattern("val")
     try:
-        files = data_lib.list_files(data_pattern)
-    except FileNotFoundError as e:
+        selection = datasets.select(data_pattern, split)
+    except (FileNotFoundError, ValueError) as e:
         raise EvaluationError(f"--data: {e}") from e
+    if split != "val" and not selection.named:
+        raise EvaluationError(f"--split {split} applies to a dataset given by its prefix or "
+                              f"metadata file; {selection.spec} names shards (globs)")
+    files = list(selection.files)
+    shown = ", ".join(d.describe() for d in selection.named) or selection.spec
+    if selection.named:
+        shown += f", {split} split"
     size = config.data.image_size
-    say(f"glcic_tf: evaluating {info['source']} on {len(files)} shard(s) of {data_pattern}, "
+    # The holes are filled with the model's own mean pixel (what it was trained with), not the
+    # evaluation data's.
+    say(f"glcic_tf: evaluating {info['source']} on {len(files)} shard(s) of {shown}, "
         f"{size}x{size} crops, kinds {', '.join(kinds)}, {masks_per_image} mask(s) per image")
 
     methods = ["ours"] + (["ours_post"] if post_cv else []) + ([POST_GRAPH] if post_graph else [])
@@ -428,7 +441,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     for kind in kinds:
         for index in range(masks_per_image):
             try:
-                ds = data_lib.make_eval_dataset(data_pattern, config, mask_kind=kind,
+                ds = data_lib.make_eval_dataset(files, config, mask_kind=kind,
                                                 seed=mask_seed(seed, index),
                                                 batch_size=batch_size)
             except (ValueError, FileNotFoundError) as e:
@@ -487,14 +500,15 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
                                 row.append(outputs["telea"][i])
                             sheet_rows.append(row + [truth_u8[i]])
             except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-                raise data_lib.explain_data_error(e, data_pattern) from e
+                raise data_lib.explain_data_error(e, files) from e
         say(f"glcic_tf: {kind}: {sum(s.kind == kind for s in samples)} samples scored")
     if not samples:
         raise EvaluationError(f"--data {data_pattern}: no image to evaluate")
 
     report = _report(samples, methods, kinds, config=config, info=info, files=files,
-                     data_pattern=data_pattern, seed=seed, masks_per_image=masks_per_image,
-                     images=len(images_seen), inpaint_radius=inpaint_radius,
+                     data_pattern=data_pattern, datasets_used=selection.datasets, seed=seed,
+                     masks_per_image=masks_per_image, images=len(images_seen),
+                     inpaint_radius=inpaint_radius,
                      postprocess=postprocess)
     os.makedirs(out_dir, exist_ok=True)
     if sheet_rows:
@@ -525,6 +539,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
 
 def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config, info: dict,
             files: list[str], data_pattern, seed: int, masks_per_image: int, images: int,
+            datasets_used=(),
             inpaint_radius: int, postprocess: str) -> dict:
     import keras
     import tensorflow as tf
@@ -577,6 +592,7 @@ def _report(samples: list[_Sample], methods: list[str], kinds: tuple, *, config,
         "model": {**info, "config": config.to_dict()},
         "data": {
             "pattern": data_pattern, "files": files, "images": images,
+            "datasets": [d.info_path for d in datasets_used],
             "image_size": config.data.image_size,
             "crop": "centre crop, shorter side resized to image_size (data.make_eval_dataset)",
             "masks_per_image": masks_per_image, "mask_kinds": list(kinds),

@@ -1,7 +1,8 @@
 """The bundled sample dataset: scikit-image's shipped photographs as train/val TFRecords.
 
 `ensure_sample_dataset()` builds (once) and returns a directory with `sample-train-*.tfrecord`,
-`sample-val-*.tfrecord`, `sample-rejects.jsonl` and `dataset_info.json`, made by the SAME Beam
+`sample-val-*.tfrecord`, `sample-rejects.jsonl` and `sample-dataset_info.json` (the dataset
+`DIR/sample`, see `glcic_tf.datasets`), made by the SAME Beam
 pipeline as real datasets (`glcic_tf.tfrecords.run`, DirectRunner) from the images inside the
 installed scikit-image wheel. Only files present in the `skimage/data` package directory are
 used: images that scikit-image fetches with pooch are never requested, so no network is needed.
@@ -9,8 +10,9 @@ Grayscale and RGBA photographs go through the usual normalisation (replicated to
 composited over white), which exercises those paths too.
 
 The build goes to a temporary sibling directory that is renamed into place, so an interrupted or
-concurrent build never leaves a half-written cache; a directory holding `dataset_info.json` is
-reused as is. Default location: `$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v3`.
+concurrent build never leaves a half-written cache; a directory holding the metadata is reused as
+is. Default location: `$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v4` (v4: one
+metadata file per prefix; v3 caches had `dataset_info.json` and are left alone).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import os
 import shutil
 import tempfile
 
-from glcic_tf.data import DATASET_INFO_NAME
+from glcic_tf import datasets
 
 SAMPLE_NAME = "sample"
-CACHE_VERSION = "sample_data_v3"
+CACHE_VERSION = "sample_data_v4"
 VAL_FRACTION_TARGET = 0.1
 MIN_VAL_IMAGES = 2
 
@@ -61,7 +63,7 @@ def sample_source_files() -> list[str]:
 
 
 def default_cache_dir() -> str:
-    """`$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v3`."""
+    """`$GLCIC_CACHE_DIR` if set, else `~/.cache/glcic_tf/sample_data_v4`."""
     return os.environ.get("GLCIC_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "glcic_tf", CACHE_VERSION)
 
@@ -84,13 +86,13 @@ def ensure_sample_dataset(cache_dir: str | None = None) -> str:
       cache_dir: where to keep it; default `default_cache_dir()`.
 
     Returns:
-      A directory with train/val shards (`sample_train_pattern(dir)`, `sample_val_pattern(dir)`)
-      and `dataset_info.json`.
+      A directory with the dataset `sample_prefix(dir)`: train/val shards
+      (`sample_train_pattern(dir)`, `sample_val_pattern(dir)`) and its metadata.
     """
     from glcic_tf import tfrecords
 
     cache_dir = os.path.abspath(cache_dir or default_cache_dir())
-    if os.path.isfile(os.path.join(cache_dir, DATASET_INFO_NAME)):
+    if os.path.isfile(_info_file(cache_dir)):
         return cache_dir
     files = sample_source_files()
     root = skimage_data_dir()
@@ -102,17 +104,26 @@ def ensure_sample_dataset(cache_dir: str | None = None) -> str:
         tfrecords.run(files, os.path.join(tmp, SAMPLE_NAME), shards=2, val_fraction=val_fraction,
                       min_side=128, key_root=root)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-        if os.path.isdir(cache_dir):  # an incomplete leftover (no dataset_info.json)
+        if os.path.isdir(cache_dir):  # an incomplete leftover (no metadata)
             shutil.rmtree(cache_dir, ignore_errors=True)
         try:
             os.rename(tmp, cache_dir)
         except OSError:
             # A concurrent build won the race: use its (complete) result.
-            if not os.path.isfile(os.path.join(cache_dir, DATASET_INFO_NAME)):
+            if not os.path.isfile(_info_file(cache_dir)):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return cache_dir
+
+
+def _info_file(directory: str) -> str:
+    return datasets.info_path(sample_prefix(directory))
+
+
+def sample_prefix(directory: str) -> str:
+    """The sample dataset in `directory` (what `--data` takes)."""
+    return os.path.join(directory, SAMPLE_NAME)
 
 
 def sample_train_pattern(directory: str) -> str:

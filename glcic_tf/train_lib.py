@@ -1,8 +1,9 @@
 """What `python pipelines/train.py` does, as a library function: data -> training -> export.
 
-`train(options)` resolves the data (the bundled sample photos by default), the mean pixel value
-(from `dataset_info.json` beside the shards), the strategy, optional TFDV validation and warm
-start, then runs `training.run_training` and, on the chief, exports a SavedModel into
+`train(options)` resolves the data (`glcic_tf.datasets.select`: a dataset's train and val splits,
+or globs of shards; the bundled sample photos by default), the mean pixel value (from the
+metadata of the dataset(s) the train shards belong to), the strategy, optional TFDV validation
+and warm start, then runs `training.run_training` and, on the chief, exports a SavedModel into
 `RUN_DIR/export/glcic/VERSION` and writes `RUN_DIR/preview.png`.
 """
 
@@ -15,7 +16,7 @@ import time
 import tensorflow as tf
 
 from glcic_tf import data as data_lib
-from glcic_tf import runs, training
+from glcic_tf import datasets, runs, training
 from glcic_tf.config import DEFAULT_MEAN_PIXEL, GLCICConfig
 
 
@@ -23,8 +24,8 @@ from glcic_tf.config import DEFAULT_MEAN_PIXEL, GLCICConfig
 class TrainOptions:
     config: GLCICConfig
     run_dir: str
-    data: str | None = None  # glob of train shards; None = the sample dataset
-    val_data: str | None = None  # glob of val shards (previews, validation)
+    data: str | None = None  # a dataset (prefix / metadata) or globs; None = the sample dataset
+    val_data: str | None = None  # the same, for val shards (default: the dataset's val split)
     strategy: str = "auto"
     validate: bool = False
     export: bool = True
@@ -35,26 +36,74 @@ class TrainOptions:
     accumulate_auto: bool = False  # choose the smallest gradient accumulation that fits
 
 
-def _dataset_dir(pattern: str) -> str:
-    return os.path.dirname(pattern.split(",")[0])
+@dataclasses.dataclass(frozen=True)
+class ResolvedData:
+    """What `--data` / `--val-data` name: shard files and the metadata they belong to."""
+
+    train: datasets.Selection
+    val: datasets.Selection | None
+
+    @property
+    def train_files(self) -> list[str]:
+        return list(self.train.files)
+
+    @property
+    def val_files(self) -> list[str] | None:
+        return list(self.val.files) if self.val is not None else None
 
 
-def resolve_data(options: TrainOptions) -> tuple[str, str | None, dict | None]:
-    """Returns (train glob, val glob or None, dataset_info or None)."""
+def resolve_data(options: TrainOptions, log=print) -> ResolvedData:
+    """The train shards (`options.data`: a dataset's train split, or globs; default the sample
+    dataset) and the val shards (`options.val_data`, else the val split of the dataset(s) the
+    train shards belong to, when it has images and is not among the train shards)."""
     if options.data is None:
         from glcic_tf import sample_data
 
-        directory = sample_data.ensure_sample_dataset()
-        return (sample_data.sample_train_pattern(directory),
-                sample_data.sample_val_pattern(directory), data_lib.read_dataset_info(directory))
-    info_path = os.path.join(_dataset_dir(options.data), data_lib.DATASET_INFO_NAME)
-    info = data_lib.read_dataset_info(info_path) if tf.io.gfile.exists(info_path) else None
-    val = options.val_data
-    if val is None and info is not None:
-        val_pattern = info.get("shard_patterns", {}).get("val")
-        if val_pattern and tf.io.gfile.glob(val_pattern):
-            val = val_pattern
-    return options.data, val, info
+        spec = sample_data.sample_prefix(sample_data.ensure_sample_dataset())
+    else:
+        spec = options.data
+    train = datasets.select(spec, "train")
+    caught = train.val_files()
+    if caught:
+        log(f"glcic_tf: warning: --data {spec} includes {len(caught)} val shard(s) (e.g. "
+            f"{caught[0]}): the held-out split is trained on; pass the dataset (its prefix) "
+            f"or a glob of its -train- shards")
+    if options.val_data is not None:
+        return ResolvedData(train, datasets.select(options.val_data, "val"))
+    with_val = [d for d in train.datasets if d.has_split("val")]
+    if not with_val or caught:
+        return ResolvedData(train, None)
+    try:
+        val = datasets.select([d.info_path if d.legacy or not d.prefix else d.prefix
+                               for d in with_val], "val")
+    except FileNotFoundError as e:  # the train split is usable without its val split
+        log(f"glcic_tf: warning: no val split: {e}")
+        return ResolvedData(train, None)
+    return ResolvedData(train, val)
+
+
+def dataset_mean_pixel(config: GLCICConfig, data: ResolvedData, log=print) -> GLCICConfig:
+    """The config with the mean pixel of the train shards' dataset(s), unless a mean was set
+    explicitly (--mean-pixel, or in a --config such as an imported Torch7 model's, which must
+    keep the mean it was trained with)."""
+    if tuple(config.data.mean_pixel) != DEFAULT_MEAN_PIXEL:
+        return config
+    selection = data.train
+    mean = selection.mean_pixel
+    if mean is None:
+        if selection.unowned:
+            example = selection.unowned[0]
+            log(f"glcic_tf: note: no dataset metadata for {len(selection.unowned)} of "
+                f"{len(selection.files)} train shard(s) (e.g. {example}); the mean pixel stays "
+                f"({', '.join(f'{v:.4f}' for v in config.data.mean_pixel)}). Pass --mean-pixel, "
+                f"or rebuild the metadata: {datasets.MIGRATE_COMMAND} "
+                f"{os.path.dirname(example) or '.'} --recompute")
+        return config
+    if mean != tuple(config.data.mean_pixel):
+        config = config.with_mean_pixel(mean)
+    log(f"glcic_tf: mean pixel value from {selection.mean_pixel_source()}: "
+        f"({', '.join(f'{v:.4f}' for v in mean)})")
+    return config
 
 
 def _preview_batch(config: GLCICConfig, pattern: str) -> dict | None:
@@ -151,19 +200,17 @@ def train(options: TrainOptions) -> training.TrainingResult:
     # or written.
     strategy = training.make_strategy(options.strategy)
     config = plan_memory(options.config, strategy, options)
-    train_pattern, val_pattern, info = resolve_data(options)
-    # The dataset's mean replaces the default one; a mean set explicitly (--mean-pixel, or in a
-    # --config such as an imported Torch7 model's, which must keep the mean it was trained with)
-    # wins.
-    if (info is not None and info.get("mean_pixel") is not None
-            and tuple(config.data.mean_pixel) == DEFAULT_MEAN_PIXEL):
-        mean = tuple(float(v) for v in info["mean_pixel"])
-        if mean != tuple(config.data.mean_pixel):
-            config = config.with_mean_pixel(mean)
-            print(f"glcic_tf: mean pixel value from dataset_info.json: "
-                  f"({', '.join(f'{v:.4f}' for v in mean)})", flush=True)
-    files = data_lib.list_files(train_pattern)
-    print(f"glcic_tf: training data {train_pattern} ({len(files)} shard(s))", flush=True)
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    data = resolve_data(options, log)
+    config = dataset_mean_pixel(config, data, log)
+    train_pattern, val_pattern = data.train_files, data.val_files
+    shown = ", ".join(d.describe() for d in data.train.named) or data.train.spec
+    log(f"glcic_tf: training data {shown} ({len(train_pattern)} shard(s))")
+    if val_pattern:
+        log(f"glcic_tf: held-out data: {len(val_pattern)} val shard(s) ({data.val.spec})")
 
     if options.validate:
         from glcic_tf import validation

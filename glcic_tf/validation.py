@@ -1,6 +1,8 @@
 """Data validation of TFRecord shards with TensorFlow Data Validation (TFDV).
 
-`validate(data_pattern, out_dir, ...)`:
+`validate(data, out_dir, ...)`, where `data` is a dataset (its prefix or metadata file: its train
+split, compared with its val split) or globs of shards (`glcic_tf.datasets.select`; every file is
+checked to be a TFRecord of our schema first, and one that is not is named):
 
 1. Computes statistics over the shards (`tfdv.generate_statistics_from_tfrecord`, a Beam
    pipeline; DirectRunner unless Beam options say otherwise) with image statistics for
@@ -11,10 +13,12 @@
 2. Without `schema_path`: infers a schema (`schema.pbtxt` in `out_dir`) and tightens it to the
    `glcic_tf.data` contract: all six features present in every example with exactly one value,
    `image/channels` in [3, 3], `image/height` and `image/width` >= `min_side`, `image/format` in
-   {jpeg, png}, `image/encoded` 100% decodable image formats. With `schema_path`: uses it as is.
+   {jpeg, png}, `image/encoded` 100% decodable image formats (`min_side`: given, else the
+   dataset's own, else 128). With `schema_path`: uses it as is.
 3. Validates the statistics against the schema; writes `anomalies.pbtxt` and returns the anomalies
    in plain words (feature: short description - long description).
-4. With `compare_pattern` (e.g. train vs val): computes its statistics too, validates them against
+4. With `compare_pattern` (e.g. train vs val; by default the val split of a dataset given by name
+   when it has images): computes its statistics too, validates them against
    the same schema (reported as anomalies, prefixed "compare:") and checks drift between the two
    (L-infinity distance of `image/format` frequencies, Jensen-Shannon divergence of height and
    width histograms). Drift is reported separately (`ValidationResult.drift`) and does not make
@@ -80,6 +84,9 @@ class ValidationResult:
       html_path: self-contained HTML table of the statistics.
       anomalies_path: text-format Anomalies proto of the data.
       compare_stats_path: statistics of the comparison data, if any.
+      compared_with: what the comparison data was (the `compare_pattern`, or the dataset's val
+        split), None without comparison.
+      files: the shards validated.
     """
 
     ok: bool
@@ -91,6 +98,8 @@ class ValidationResult:
     html_path: str
     anomalies_path: str
     compare_stats_path: str | None = None
+    compared_with: str | None = None
+    files: tuple[str, ...] = ()
 
 
 class EncodedImageStatsGenerator(image_stats_generator.ImageStatsGenerator):
@@ -119,12 +128,15 @@ def stats_options(schema=None):
                              num_top_values=10, num_rank_histogram_buckets=20)
 
 
-def compute_statistics(data_pattern: str, stats_path: str, pipeline_args: Iterable[str] = ()):
-    """Statistics of TFRecord shards matching `data_pattern`, also written to `stats_path`."""
-    if not tf.io.gfile.glob(data_pattern):
-        raise FileNotFoundError(f"no TFRecord files match {data_pattern!r}")
+def compute_statistics(data: str | Sequence[str], stats_path: str,
+                       pipeline_args: Iterable[str] = ()):
+    """Statistics of TFRecord shards (a glob or a list of files, each checked to be a shard of
+    our schema), also written to `stats_path`."""
+    from glcic_tf import data as data_lib
+
+    files = data_lib.list_files(data)
     return tfdv.generate_statistics_from_tfrecord(
-        data_location=data_pattern, output_path=stats_path, stats_options=stats_options(),
+        data_location=files, output_path=stats_path, stats_options=stats_options(),
         pipeline_options=PipelineOptions(list(pipeline_args)))
 
 
@@ -235,30 +247,47 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def validate(data_pattern: str, out_dir: str, *, schema_path: str | None = None,
-             min_side: int = 128, compare_pattern: str | None = None,
+def validate(data_pattern: str | Sequence[str], out_dir: str, *,
+             schema_path: str | None = None, min_side: int | None = None,
+             compare_pattern: str | Sequence[str] | None = None, compare: bool = True,
              pipeline_args: Sequence[str] = ()) -> ValidationResult:
     """Statistics, schema (inferred or given), anomalies and drift for TFRecord shards.
 
     Args:
-      data_pattern: glob of the TFRecord shards to validate (e.g. the train split).
+      data_pattern: the shards to validate: a dataset (prefix, metadata file; its train split)
+        or globs / files (`glcic_tf.datasets.select`).
       out_dir: where statistics, schema, anomalies and HTML reports are written.
       schema_path: an existing `schema.pbtxt` to validate against; None infers and writes one.
-      min_side: smallest allowed height/width in an inferred schema.
-      compare_pattern: optional glob of a second dataset (e.g. the val split) validated against
-        the same schema and checked for drift against `data_pattern`.
+      min_side: smallest allowed height/width in an inferred schema (default: the dataset's
+        `min_side`, else 128).
+      compare_pattern: a second dataset or globs (a dataset gives its val split) validated
+        against the same schema and checked for drift against `data_pattern`.
+      compare: without `compare_pattern`, compare with the val split of the dataset(s) given
+        by name in `data_pattern` (when they have val images).
       pipeline_args: Beam pipeline options for the statistics pipelines.
 
     Returns:
       A `ValidationResult`.
     """
-    if min_side < 1:
+    from glcic_tf import datasets
+
+    if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be >= 1, got {min_side}")
     if schema_path is not None and not tf.io.gfile.exists(schema_path):
         raise FileNotFoundError(f"--schema {schema_path!r} does not exist")
+    selection = datasets.select(data_pattern, "train")
+    data_name = selection.spec
+    compared = None
+    if compare_pattern is not None:
+        compared = datasets.select(compare_pattern, "val")
+    elif compare:
+        compared = selection.val_selection()
+    if min_side is None:
+        sides = {d.info.get("min_side") for d in selection.datasets} - {None}
+        min_side = min(sides) if sides else 128
     tf.io.gfile.makedirs(out_dir)
     stats_path = os.path.join(out_dir, STATS_NAME)
-    stats = compute_statistics(data_pattern, stats_path, pipeline_args)
+    stats = compute_statistics(list(selection.files), stats_path, pipeline_args)
 
     inferred = schema_path is None
     if inferred:
@@ -276,9 +305,10 @@ def validate(data_pattern: str, out_dir: str, *, schema_path: str | None = None,
     drift_lines: list[str] = []
     compare_stats_path = None
     compare_stats = None
-    if compare_pattern is not None:
+    if compared is not None:
         compare_stats_path = os.path.join(out_dir, COMPARE_STATS_NAME)
-        compare_stats = compute_statistics(compare_pattern, compare_stats_path, pipeline_args)
+        compare_stats = compute_statistics(list(compared.files), compare_stats_path,
+                                           pipeline_args)
         lines += describe_anomalies(tfdv.validate_statistics(compare_stats, schema),
                                     prefix="compare: ")
         drift = tfdv.validate_statistics(stats, _drift_schema(schema),
@@ -290,9 +320,9 @@ def validate(data_pattern: str, out_dir: str, *, schema_path: str | None = None,
 
     html_path = os.path.join(out_dir, HTML_NAME)
     _write_text(html_path, statistics_html(
-        _named(stats, data_pattern) if compare_stats is None else
-        _merged(_named(stats, data_pattern), _named(compare_stats, compare_pattern)),
-        title=f"TFDV statistics: {data_pattern}"))
+        _named(stats, data_name) if compare_stats is None else
+        _merged(_named(stats, data_name), _named(compare_stats, compared.spec)),
+        title=f"TFDV statistics: {data_name}"))
     try:
         _write_text(os.path.join(out_dir, FACETS_HTML_NAME),
                     display_util.get_statistics_html(stats, compare_stats, lhs_name="data",
@@ -302,7 +332,11 @@ def validate(data_pattern: str, out_dir: str, *, schema_path: str | None = None,
     return ValidationResult(ok=not lines, anomalies=lines, drift=drift_lines,
                             schema_path=schema_path, schema_inferred=inferred,
                             stats_path=stats_path, html_path=html_path,
-                            anomalies_path=anomalies_path, compare_stats_path=compare_stats_path)
+                            anomalies_path=anomalies_path, compare_stats_path=compare_stats_path,
+                            compared_with=(None if compared is None else
+                                           compared.spec + ("" if compare_pattern is not None
+                                                            else " (val split)")),
+                            files=selection.files)
 
 
 def _only_comparator_anomalies(anomalies):

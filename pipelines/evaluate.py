@@ -4,9 +4,11 @@ Usage:
   # A training run (latest checkpoint) on the sample photos' val split (2 images x 4 masks).
   python pipelines/evaluate.py --model runs/demo --out runs/demo/eval
 
-  # An exported SavedModel or a TF Serving base path (highest version), on your own shards.
-  python pipelines/evaluate.py --model runs/demo/export/glcic \
-      --data 'shards/places-val-*.tfrecord' --masks-per-image 1 --max-images 500 --out eval/v3
+  # An exported SavedModel or a TF Serving base path (highest version), on your own dataset
+  # (its val split; --split train|all for the others) or on globs of shards.
+  python pipelines/evaluate.py --model runs/demo/export/glcic --data shards/places \
+      --masks-per-image 1 --max-images 500 --out eval/v3
+  python pipelines/evaluate.py --model models/glcic --data 'shards/places-val-*.tfrecord'
 
   # CI regression guard: exit status 3 when the mean PSNR of the network's composite on
   # rectangular holes (no post-processing) is below 18 dB.
@@ -33,11 +35,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", required=True,
                    help="training run directory, SavedModel directory (saved_model.pb) or TF "
                         "Serving base path (integer version subdirectories; highest is used)")
-    p.add_argument("--data", help="glob of TFRecord shards, comma-separated for several "
-                                  "(default: the bundled sample photos, see --split)")
+    p.add_argument("--data", metavar="DATASET|GLOB",
+                   help="a dataset (prefix DIR/NAME or DIR/NAME-dataset_info.json; see "
+                        "--split) or globs of TFRecord shards, comma-separated for several "
+                        "(default: the bundled sample photos)")
     p.add_argument("--split", default="val", choices=["val", "train", "all"],
-                   help="with the default data: which split of the sample photos (val holds "
-                        "2 images, not seen in training; train was trained on)")
+                   help="the split of a dataset (default val); without --data, of the sample "
+                        "photos (val holds 2 images, not seen in training; train was trained "
+                        "on)")
     p.add_argument("--out", default="eval", help="output directory (default: ./eval)")
     p.add_argument("--mask-kinds", default=None,
                    help="comma-separated: rect (the paper's), freeform, file (masks from "
@@ -92,8 +97,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--max-images must be >= 1, got {args.max_images}")
     if args.contact_rows < 0:
         p.error(f"--contact-rows must be >= 0, got {args.contact_rows}")
-    if args.data and args.split != "val":
-        p.error("--split applies to the default sample data only; pass the shards in --data")
     return args
 
 
@@ -114,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
             baselines=args.baselines, max_images=args.max_images, image_size=args.image_size,
             batch_size=args.batch_size, inpaint_radius=args.inpaint_radius,
             contact_rows=args.contact_rows, cell_size=args.cell_size,
-            mask_files=args.mask_files)
+            mask_files=args.mask_files, split=args.split if args.data else "val")
     except (evaluation.EvaluationError, ConfigError, FileNotFoundError, CorruptDataError) as e:
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Convert image files into train/val TFRecord shards with Apache Beam (+ dataset_info.json).
+"""Convert image files into a dataset: train/val TFRecord shards with Apache Beam + metadata.
 
 Every file is decoded once with Pillow, normalised to 8-bit RGB (EXIF rotation applied,
 transparency composited over white, 16-bit scaled, CMYK converted) and written as one
@@ -17,9 +17,15 @@ Usage:
       --runner DataflowRunner --project P --region europe-west4 \\
       --temp_location gs://bucket/tmp --setup_file ./setup.py
 
-Outputs: PREFIX-train-00000-of-0000N.tfrecord, PREFIX-val-..., PREFIX-rejects.jsonl and
-dataset_info.json in PREFIX's directory. Exit status 0 even when some files were rejected
-(they are counted in dataset_info.json); 2 for bad arguments or when no input file matches.
+Outputs, the dataset PREFIX: PREFIX-train-00000-of-0000N.tfrecord, PREFIX-val-...,
+PREFIX-rejects.jsonl and PREFIX-dataset_info.json (counts, mean pixel, shard files, ...), so
+several datasets can share a folder. train.py, validate_data.py and evaluate.py take PREFIX as
+--data. Shards hold about --shard-size-mb of input each (default 128). An existing PREFIX is
+refused unless --overwrite is given, which removes its old files first. A progress line goes to
+stderr every --progress-every seconds (local runners), the summary to stdout as JSON.
+
+Exit status 0 even when some files were rejected (they are counted in the metadata); 2 for bad
+arguments, an existing dataset without --overwrite, or when no input file matches.
 """
 
 from __future__ import annotations
@@ -38,10 +44,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                              "e.g. gs://bucket/dir/*.jpg); quote them so the shell leaves "
                              "them alone")
     parser.add_argument("--output", required=True, metavar="PREFIX",
-                        help="output prefix DIR/NAME; shards are PREFIX-{train,val}-*.tfrecord")
-    parser.add_argument("--shards", type=int, default=None,
-                        help="total number of shards (train + val); default: about one per "
-                             "1000 images or per 200 MB of input, at least 1")
+                        help="output prefix DIR/NAME of the dataset; shards are "
+                             "PREFIX-{train,val}-*.tfrecord, metadata PREFIX-dataset_info.json")
+    sizing = parser.add_mutually_exclusive_group()
+    sizing.add_argument("--shard-size-mb", type=float, default=None,
+                        help="shard size in MB of input images: each split gets about "
+                             "its bytes / this many shards (at least 1, at most one per image); "
+                             "default 128")
+    sizing.add_argument("--shards", type=int, default=None,
+                        help="total number of shards (train + val) instead of --shard-size-mb")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset at --output (its old shards, rejects "
+                             "and metadata are removed first)")
+    parser.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between progress lines on stderr (0: none); default 10")
     parser.add_argument("--val-fraction", type=float, default=0.05,
                         help="fraction of files in the val split, chosen by a sha1 hash of "
                              "the path (deterministic); default 0.05")
@@ -53,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     args, beam_args = parser.parse_known_args(argv)
     if args.shards is not None and args.shards < 1:
         parser.error(f"--shards must be >= 1, got {args.shards}")
+    if args.shard_size_mb is not None and not args.shard_size_mb > 0:
+        parser.error(f"--shard-size-mb must be > 0, got {args.shard_size_mb}")
+    if args.progress_every < 0:
+        parser.error(f"--progress-every must be >= 0, got {args.progress_every}")
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.min_side < 1:
@@ -62,17 +82,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
     args, beam_args = parsed
-    from glcic_tf import tfrecords
+    from glcic_tf import datasets, tfrecords
 
+    sizing = ({"shards": args.shards} if args.shards is not None else
+              {"shard_size_mb": args.shard_size_mb or tfrecords.DEFAULT_SHARD_SIZE_MB})
     try:
-        info = tfrecords.run(args.input, args.output, shards=args.shards,
-                             val_fraction=args.val_fraction, min_side=args.min_side,
-                             key_root=args.key_root, pipeline_args=beam_args)
-    except FileNotFoundError as e:
+        info = tfrecords.run(args.input, args.output, val_fraction=args.val_fraction,
+                             min_side=args.min_side, key_root=args.key_root,
+                             overwrite=args.overwrite, progress_every=args.progress_every,
+                             pipeline_args=beam_args, **sizing)
+    except (FileNotFoundError, datasets.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {k: info[k] for k in ("counts", "num_rejects", "rejects_by_reason", "mean_pixel",
-                                    "shard_patterns")}
+    summary = {"dataset": args.output, "metadata": datasets.info_path(args.output)}
+    summary.update({k: info[k] for k in ("counts", "num_rejects", "rejects_by_reason",
+                                         "mean_pixel", "num_shards", "shard_bytes")})
     print(json.dumps(summary, indent=2))
     return 0
 

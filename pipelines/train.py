@@ -5,11 +5,14 @@ Usage:
   # minute on the sample photos bundled with scikit-image, `demo` preset, all three phases.
   python pipelines/train.py
 
-  # The CPU preset that beats OpenCV on real photos (about 50 minutes on 2 cores).
-  python pipelines/train.py --preset photos128 --data 'shards/photos-train-*' --out runs/p128
+  # The CPU preset that beats OpenCV on real photos (about 50 minutes on 2 cores); --data is
+  # the dataset make_tfrecords.py --output shards/photos wrote: its train split, its val split
+  # (previews, learning curve) and its mean pixel value.
+  python pipelines/train.py --preset photos128 --data shards/photos --out runs/p128
 
-  # For real: shards from pipelines/make_tfrecords.py (dataset_info.json beside them supplies
-  # the mean pixel value), the `paper` preset, every GPU of this machine.
+  # For real: the `paper` preset, every GPU of this machine. Globs of shards work too; the
+  # mean pixel then comes from the metadata of the dataset the shards belong to
+  # (shards/places-dataset_info.json for shards/places-train-*).
   python pipelines/train.py --data 'shards/places-train-*.tfrecord' --out runs/places2
 
   # Overrides map 1:1 onto config fields; --config loads a JSON config first.
@@ -90,10 +93,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="glob of training TFRecord shards (default: the bundled "
-                   "sample photos, built and cached on first use)")
-    p.add_argument("--val-data", help="glob of validation shards (default: the val split "
-                   "named in dataset_info.json)")
+    p.add_argument("--data", metavar="DATASET|GLOB",
+                   help="a dataset from make_tfrecords.py (its prefix DIR/NAME or "
+                   "DIR/NAME-dataset_info.json: its train split and mean pixel) or globs of "
+                   "training TFRecord shards, comma-separated (default: the bundled sample "
+                   "photos, built and cached on first use)")
+    p.add_argument("--val-data", metavar="DATASET|GLOB",
+                   help="validation shards: a dataset (its val split) or globs (default: the "
+                   "val split of the dataset the --data shards belong to)")
     p.add_argument("--out", help="run directory: checkpoints, TensorBoard logs, config, "
                    "exports (default runs/demo, or runs/glcic with --data)")
     p.add_argument("--preset", choices=preset_names(),
@@ -118,7 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="skip the estimate of a step's memory before training (by default a "
                         "step that would not fit is refused with exit status 3)")
     p.add_argument("--mean-pixel", type=float, nargs=3, metavar=("R", "G", "B"),
-                   help="hole fill value in [0, 1] (default: from dataset_info.json)")
+                   help="hole fill value in [0, 1] (default: the train mean pixel in the "
+                   "dataset's metadata)")
     for flag, (key, typ, help_) in OVERRIDES.items():
         p.add_argument("--" + flag.replace("_", "-"), type=typ, help=f"{help_} ({key})")
     for flag, (key, help_) in BOOL_OVERRIDES.items():
@@ -186,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
               f"{os.path.join(run_dir, 'before_after.png')} (a held-out photo, before and after). "
               f"To train on your own photos: python pipelines/make_tfrecords.py --input "
               f"'photos/**/*.jpg' --output shards/photos --val-fraction 0.1, then python "
-              f"pipelines/train.py --preset photos128 --data 'shards/photos-train-*'",
+              f"pipelines/train.py --preset photos128 --data shards/photos",
               flush=True)
     options = train_lib.TrainOptions(config=config, run_dir=run_dir, data=args.data,
                                      val_data=args.val_data, strategy=args.strategy,

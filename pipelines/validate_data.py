@@ -6,8 +6,16 @@ image/encoded a decodable image). Later runs validate new data against that sche
 --compare, the second dataset is validated too and train-vs-val drift is reported separately.
 Details: `glcic_tf/validation.py`.
 
+--data takes a dataset (its prefix DIR/NAME, or DIR/NAME-dataset_info.json): its train split
+is validated and compared with its val split, and --min-side defaults to the dataset's own. Globs
+of shards work too. A file that is not a TFRecord of our schema (say a JSON file caught by a
+glob) is an error naming it.
+
 Usage:
-  # infer + validate the train split, compare with val
+  # infer + validate the train split, compare with val (the dataset's own splits)
+  python pipelines/validate_data.py --data /data/tfr/places2 --out /data/tfr/validation
+
+  # the same with globs
   python pipelines/validate_data.py --data '/data/tfr/places2-train-*.tfrecord' \\
       --compare '/data/tfr/places2-val-*.tfrecord' --out /data/tfr/validation
 
@@ -16,11 +24,12 @@ Usage:
       --schema /data/tfr/validation/schema.pbtxt --out /tmp/new_validation
 
 Writes into --out: stats.tfrecord, schema.pbtxt (when inferred), anomalies.pbtxt, stats.html
-(open in a browser), stats_facets.html, and with --compare compare_stats.tfrecord and
+(open in a browser), stats_facets.html, and when comparing compare_stats.tfrecord and
 drift_anomalies.pbtxt. Unknown flags are Beam pipeline options (e.g. --runner DataflowRunner).
 
 Exit status: 0 when no anomalies were found, 1 when there are anomalies (printed), 2 for bad
-arguments or missing files. Drift alone exits 0 unless --fail-on-drift is given.
+arguments, missing files or files that are not TFRecord shards of our schema. Drift alone exits
+0 unless --fail-on-drift is given.
 """
 
 from __future__ import annotations
@@ -33,21 +42,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     """Parses the script's flags; unknown flags are returned as Beam pipeline options."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, metavar="GLOB",
-                        help="glob of the TFRecord shards to validate")
+    parser.add_argument("--data", required=True, metavar="DATASET|GLOB",
+                        help="a dataset (prefix DIR/NAME or its NAME-dataset_info.json; its "
+                             "train split) or globs of TFRecord shards, comma-separated")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory for statistics, schema, anomalies and reports")
     parser.add_argument("--schema", default=None, metavar="SCHEMA_PBTXT",
                         help="validate against this schema instead of inferring one")
-    parser.add_argument("--min-side", type=int, default=128,
-                        help="smallest allowed image side in an inferred schema; default 128")
-    parser.add_argument("--compare", default=None, metavar="GLOB",
-                        help="second dataset (e.g. the val split): validated against the same "
-                             "schema and checked for drift against --data")
+    parser.add_argument("--min-side", type=int, default=None,
+                        help="smallest allowed image side in an inferred schema; default: the "
+                             "dataset's min_side, else 128")
+    parser.add_argument("--compare", default=None, metavar="DATASET|GLOB",
+                        help="second data (a dataset's val split, or globs): validated against "
+                             "the same schema and checked for drift against --data; default: "
+                             "the val split of a dataset given in --data")
+    parser.add_argument("--no-compare", dest="auto_compare", action="store_false",
+                        help="do not compare a dataset's train split with its val split")
     parser.add_argument("--fail-on-drift", action="store_true",
                         help="exit 1 on drift between --data and --compare too")
     args, beam_args = parser.parse_known_args(argv)
-    if args.min_side < 1:
+    if args.min_side is not None and args.min_side < 1:
         parser.error(f"--min-side must be >= 1, got {args.min_side}")
     return args, beam_args
 
@@ -59,7 +73,7 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
     try:
         result = validation.validate(args.data, args.out, schema_path=args.schema,
                                      min_side=args.min_side, compare_pattern=args.compare,
-                                     pipeline_args=beam_args)
+                                     compare=args.auto_compare, pipeline_args=beam_args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -71,13 +85,14 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
             print(f"  {line}")
     else:
         print("no anomalies")
-    if args.compare is not None:
+    if result.compared_with is not None:
         if result.drift:
-            print(f"{len(result.drift)} drift findings between --data and --compare:")
+            print(f"{len(result.drift)} drift findings between --data and "
+                  f"{result.compared_with}:")
             for line in result.drift:
                 print(f"  {line}")
         else:
-            print("no drift between --data and --compare")
+            print(f"no drift between --data and {result.compared_with}")
     if not result.ok or (args.fail_on_drift and result.drift):
         return 1
     return 0

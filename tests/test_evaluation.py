@@ -316,3 +316,33 @@ def test_cli_scores_both_post_processings_and_pairs_them(setup, tmp_path, capsys
     with pytest.raises(evaluation.EvaluationError, match="postprocess must be one of"):
         evaluation.evaluate(setup["run_dir"], setup["pattern"], str(tmp_path / "bad"),
                             postprocess="poisson", log=None)
+
+
+def test_cli_dataset_prefix_scores_its_val_split_and_split_flag(setup, tmp_path, capsys):
+    from dataset_files import write_dataset
+
+    prefix = str(tmp_path / "shards" / "places")
+    write_dataset(prefix, train=3, val=2, shards=(2, 1), size=(40, 48))
+    write_dataset(str(tmp_path / "shards" / "other"), train=2, val=1, size=(40, 48))
+    cli = _evaluate_cli()
+    common = ["--model", setup["run_dir"], "--data", prefix, "--mask-kinds", "rect",
+              "--masks-per-image", "1", "--no-baselines", "--no-postprocess",
+              "--contact-rows", "0"]
+    for split, files, images in (("val", ["places-val-00000-of-00001.tfrecord"], 2),
+                                 ("train", ["places-train-00000-of-00002.tfrecord",
+                                            "places-train-00001-of-00002.tfrecord"], 3)):
+        out = tmp_path / split
+        assert cli.main(cli.parse_args(common + ["--split", split, "--out", str(out)])) == 0
+        report = json.loads((out / evaluation.REPORT_NAME).read_text())
+        assert [os.path.basename(f) for f in report["data"]["files"]] == files
+        assert report["data"]["images"] == images
+        assert report["data"]["datasets"] == [prefix + "-dataset_info.json"]
+        # The holes are filled with the model's mean pixel, whatever the data's is.
+        assert report["model"]["config"]["data"]["mean_pixel"] == [0.5, 0.4, 0.3]
+    capsys.readouterr()
+    status = cli.main(cli.parse_args(common + ["--data", str(tmp_path / "shards" / "places*"),
+                                               "--out", str(tmp_path / "bad")]))
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("evaluate.py: --data: ") and "places-dataset_info.json" in err
+    assert "expected TFRecord files" in err

@@ -43,7 +43,8 @@ def test_builds_train_and_val_shards(sample_dir):
     assert info["counts"]["train"] + info["counts"]["val"] == n
     assert info["num_rejects"] == 0
     assert all(0.0 < v < 1.0 for v in info["mean_pixel"])
-    assert os.listdir(sample_dir).count(gdata.DATASET_INFO_NAME) == 1
+    assert os.listdir(sample_dir).count("sample-dataset_info.json") == 1
+    assert gdata.DATASET_INFO_NAME not in os.listdir(sample_dir)
     assert not [d for d in os.listdir(os.path.dirname(sample_dir)) if ".tmp-" in d]
     for pattern, split in ((sample_data.sample_train_pattern(sample_dir), "train"),
                            (sample_data.sample_val_pattern(sample_dir), "val")):

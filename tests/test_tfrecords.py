@@ -8,6 +8,7 @@ folder of awkward files.
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -382,3 +383,110 @@ def test_png_colour_profile_is_dropped_by_reencoding():
     assert result.reencoded and result.format == "png"
     assert b"iCCP" not in result.encoded
     assert Image.open(io.BytesIO(result.encoded)).getpixel((5, 5)) == (10, 200, 30)
+
+
+# ------------------------------------------------------------------------------------------------
+# Datasets: one per prefix, never overwritten silently, shards sized by bytes, progress
+
+
+def _photos(folder, count, seed, colour=None, size=(132, 130)):
+    """Random (incompressible, ~51 KB) or constant-colour 8-bit RGB PNGs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        a = (np.full((*size, 3), colour, np.uint8) if colour is not None else
+             rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        Image.fromarray(a).save(str(folder / f"p{seed}_{i:02d}.png"))
+    return str(folder / "*.png")
+
+
+def test_plan_shards_by_bytes_per_split():
+    files = {f"/d/{i}.jpg": 3 * 2**20 for i in range(40)}  # 120 MB in all
+    val = sum(tfrecords.split_of(tfrecords.image_key(p), 0.25) == "val" for p in files)
+    plan = tfrecords.plan_shards(files, val_fraction=0.25, shard_size_mb=10)
+    assert plan == {"train": -(-(40 - val) * 3 // 10), "val": -(-val * 3 // 10)}
+    assert tfrecords.plan_shards(files, val_fraction=0.0, shard_size_mb=1) == {
+        "train": 40, "val": 1}  # at most one shard per file, at least one per split
+    assert tfrecords.plan_shards(files, val_fraction=0.25) == {"train": 1, "val": 1}
+    with pytest.raises(ValueError, match="shard_size_mb must be > 0"):
+        tfrecords.plan_shards(files, val_fraction=0.1, shard_size_mb=0)
+
+
+def test_multi_shard_dataset_read_back_in_full(tmp_path):
+    pattern = _photos(tmp_path / "img", 14, seed=1)
+    lines = []
+    info = tfrecords.run([pattern], str(tmp_path / "out" / "ds"), shard_size_mb=0.1,
+                         val_fraction=0.25, progress_every=0.05, log=lines.append)
+    files = {s: sorted(str(p) for p in (tmp_path / "out").glob(f"ds-{s}-*.tfrecord"))
+             for s in ("train", "val")}
+    assert info["num_shards"] == {s: len(files[s]) for s in files}
+    assert info["num_shards"]["train"] >= 3
+    assert info["shard_bytes"] == {s: sum(os.path.getsize(f) for f in files[s]) for s in files}
+    assert info["shard_size_mb"] == 0.1 and info["format_version"] == 2
+    assert all(os.path.getsize(f) < 3 * 0.1 * 2**20 for f in files["train"])
+
+    from glcic_tf import config as cfg
+    from glcic_tf import datasets
+
+    config = cfg.get_preset("tiny").override({"data.deterministic": True})
+    prefix = str(tmp_path / "out" / "ds")
+    expected = {s: sorted(read_examples(str(tmp_path / "out" / f"ds-{s}-*.tfrecord")))
+                for s in ("train", "val")}
+    assert len(expected["train"]) + len(expected["val"]) == 14
+    for split in ("train", "val"):
+        selection = datasets.select(prefix, split)
+        # One pass of the training input (interleaved shards) and of the evaluation input.
+        keys = [k.decode() for b in gdata.make_dataset(list(selection.files), config,
+                                                       training=False, batch_size=1)
+                for k in b["key"].numpy()]
+        assert sorted(keys) == expected[split]  # nothing lost, nothing doubled
+        keys = [k.decode() for b in gdata.make_eval_dataset(list(selection.files), config)
+                for k in b["key"].numpy()]
+        assert sorted(keys) == expected[split]
+    # Progress lines while running (the pipeline takes well over 0.05 s), then the summary.
+    assert len(lines) >= 2, lines
+    assert lines[-1].startswith("make_tfrecords: 14 files in ") and "images/s" in lines[-1]
+    assert "train (" in lines[-1] and "ds-dataset_info.json" in lines[-1]
+    for line in lines[:-1]:
+        assert re.match(r"make_tfrecords: \d+/14 files \(\d+%\), \d+ written, \d+ rejected, "
+                        r"[\d.]+ images/s", line), line
+
+
+def test_format_progress():
+    line = tfrecords.format_progress(1200, 5000, 12, 30.0)
+    assert line == ("make_tfrecords: 1200/5000 files (24%), 1188 written, 12 rejected, "
+                    "40.0 images/s, about 1.6 min left")
+    assert tfrecords.format_progress(0, 10, 0, 0.0).endswith("0.0 images/s")
+
+
+def test_two_datasets_in_one_folder_and_the_overwrite_refusal(tmp_path, capsys):
+    from glcic_tf import datasets
+    from pipeline_scripts import load_pipeline
+
+    out = tmp_path / "shards"
+    red = _photos(tmp_path / "red", 4, seed=2, colour=(220, 20, 20))
+    blue = _photos(tmp_path / "blue", 3, seed=3, colour=(20, 20, 220))
+    first = tfrecords.run([red], str(out / "urban"), shards=3, val_fraction=0.3)
+    tfrecords.run([blue], str(out / "bsd"), val_fraction=0.3)
+    assert sorted(p.name for p in out.glob("*.json")) == ["bsd-dataset_info.json",
+                                                          "urban-dataset_info.json"]
+    assert datasets.select(str(out / "urban-train-*"), "train").mean_pixel[0] > 0.8
+    assert datasets.select(str(out / "bsd"), "train").mean_pixel[2] > 0.8
+
+    cli = load_pipeline("make_tfrecords")
+    argv = ["--input", blue, "--output", str(out / "urban"), "--progress-every", "0",
+            "--shards", "2"]
+    capsys.readouterr()
+    assert cli.main(cli.parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset ") and "urban already exists" in err
+    assert "--overwrite" in err
+    assert (out / "urban-dataset_info.json").read_text() == json.dumps(first, indent=2) + "\n"
+
+    assert cli.main(cli.parse_args(argv + ["--overwrite"])) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["metadata"] == str(out / "urban-dataset_info.json")
+    shards = sorted(p.name for p in out.glob("urban-*.tfrecord"))
+    assert shards == ["urban-train-00000-of-00001.tfrecord", "urban-val-00000-of-00001.tfrecord"]
+    assert datasets.select(str(out / "urban"), "train").mean_pixel[2] > 0.8  # the new data
+    assert (out / "bsd-dataset_info.json").exists() and list(out.glob("bsd-train-*"))

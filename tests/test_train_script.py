@@ -251,3 +251,74 @@ def test_corrupt_shard_is_a_one_line_error_naming_the_file(shards, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("train.py: ") and "bad-train-00000-of-00001.tfrecord" in err
     assert "Traceback" not in err
+
+
+@pytest.fixture()
+def two_datasets(tmp_path):
+    """Two datasets in one folder with different constant colours (different means)."""
+    from dataset_files import write_dataset
+
+    d = tmp_path / "shards"
+    red = write_dataset(str(d / "urban"), train=4, val=2, shards=(2, 1), colour=(200, 10, 10),
+                        size=(40, 48))
+    blue = write_dataset(str(d / "sun"), train=3, val=1, colour=(10, 10, 200), size=(40, 48))
+    return {"dir": d, "urban": red, "sun": blue}
+
+
+def test_resolve_data_prefix_and_glob_take_their_own_dataset(two_datasets):
+    from glcic_tf import train_lib
+    from glcic_tf.config import get_preset
+
+    d = two_datasets["dir"]
+    config = get_preset("tiny")
+    lines = []
+    for spec in (str(d / "urban"), str(d / "urban-train-*"), str(d / "urban-dataset_info.json")):
+        options = train_lib.TrainOptions(config=config, run_dir="unused", data=spec)
+        resolved = train_lib.resolve_data(options, lines.append)
+        assert [os.path.basename(f) for f in resolved.train_files] == [
+            "urban-train-00000-of-00002.tfrecord", "urban-train-00001-of-00002.tfrecord"]
+        assert [os.path.basename(f) for f in resolved.val_files] == [
+            "urban-val-00000-of-00001.tfrecord"]
+        mean = train_lib.dataset_mean_pixel(config, resolved, lines.append).data.mean_pixel
+        assert mean == pytest.approx(tuple(two_datasets["urban"]["mean_pixel"]))
+    assert "urban-dataset_info.json" in lines[-1]
+    # A glob that also catches the val split: trained on, with a warning, and no val split.
+    options = train_lib.TrainOptions(config=config, run_dir="unused",
+                                     data=str(d / "urban-*.tfrecord"))
+    resolved = train_lib.resolve_data(options, lines.append)
+    assert len(resolved.train_files) == 3 and resolved.val_files is None
+    assert "includes 1 val shard(s)" in lines[-1]
+    # --val-data: a dataset gives its val split.
+    options = train_lib.TrainOptions(config=config, run_dir="unused", data=str(d / "urban"),
+                                     val_data=str(d / "sun"))
+    assert [os.path.basename(f) for f in train_lib.resolve_data(options).val_files] == [
+        "sun-val-00000-of-00001.tfrecord"]
+
+
+def test_train_cli_with_a_dataset_prefix(two_datasets, tmp_path, capsys):
+    from pipeline_scripts import load_pipeline
+
+    cli = load_pipeline("train")
+    run = tmp_path / "run"
+    status = cli.main(cli.parse_args(["--data", str(two_datasets["dir"] / "sun"), "--out",
+                                      str(run), *TINY_FLAGS, "--steps-completion", "2",
+                                      "--steps-discriminator", "1", "--steps-joint", "1"]))
+    out = capsys.readouterr().out
+    assert status == 0, out[-3000:]
+    config = GLCICConfig.load(str(run / "config.json"))
+    assert config.data.mean_pixel == pytest.approx(tuple(two_datasets["sun"]["mean_pixel"]))
+    assert "sun-dataset_info.json (3 train, 1 val) (2 shard(s))" in out
+    assert "held-out data: 1 val shard(s)" in out
+
+
+def test_train_cli_glob_catching_json_is_a_one_line_error(two_datasets, tmp_path, capsys):
+    from pipeline_scripts import load_pipeline
+
+    cli = load_pipeline("train")
+    status = cli.main(cli.parse_args(["--data", str(two_datasets["dir"] / "urban*"), "--out",
+                                      str(tmp_path / "run"), *TINY_FLAGS]))
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("train.py: ") and len(err.strip().splitlines()) == 1
+    assert "urban-dataset_info.json: no TFRecord framing" in err
+    assert not (tmp_path / "run").exists()

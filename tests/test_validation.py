@@ -140,8 +140,42 @@ def test_drift_is_reported_separately(good, schema_path, tmp_path):
 
 
 def test_clear_errors():
-    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
+    with pytest.raises(FileNotFoundError, match="no TFRecord files? match"):
         validation.validate("/nonexistent/*.tfrecord", "/tmp/glcic_tfdv_unused")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         validation.validate("/nonexistent/*.tfrecord", "/tmp/glcic_tfdv_unused",
                             schema_path="/nonexistent/schema.pbtxt")
+
+
+def test_cli_dataset_prefix_validates_train_against_its_val_split(tmp_path, capsys):
+    from dataset_files import write_dataset
+
+    prefix = str(tmp_path / "shards" / "urban")
+    write_dataset(prefix, train=6, val=3, shards=(2, 1), size=(40, 48))
+    write_dataset(str(tmp_path / "shards" / "bsd"), train=2, val=1, size=(30, 30))  # neighbour
+    out = tmp_path / "report"
+    code, stdout = _cli(["--data", prefix, "--out", str(out)], capsys)
+    assert code == 0, stdout
+    assert "no anomalies" in stdout
+    assert f"between --data and {prefix} (val split)" in stdout
+    assert (out / "compare_stats.tfrecord").is_file()
+    import tensorflow_data_validation as tfdv
+
+    stats = tfdv.load_statistics(str(out / "stats.tfrecord"))
+    assert stats.datasets[0].num_examples == 6  # the train split only, not bsd's
+    schema = tfdv.load_schema_text(str(out / "schema.pbtxt"))
+    assert tfdv.get_feature(schema, gdata.FEATURE_HEIGHT).int_domain.min == 40  # its min_side
+
+
+def test_cli_glob_catching_a_json_file_names_it(tmp_path, capsys):
+    from dataset_files import write_dataset
+
+    write_dataset(str(tmp_path / "out" / "data"), train=2, val=1)
+    module = load_pipeline("validate_data")
+    code = module.main(module.parse_args(["--data", str(tmp_path / "out" / "data*"),
+                                          "--out", str(tmp_path / "r")]))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'out' / 'data-dataset_info.json'}: no TFRecord framing" in err
+    assert "expected TFRecord files of tf.train.Example records" in err
