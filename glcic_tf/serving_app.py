@@ -1090,6 +1090,20 @@ class ServerOptions:
     inbrowser: bool = False
 
 
+def _bind(host: str, port: int):
+    """A listening-ready TCP socket bound to host:port (port 0: a free one, read it back)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
+
+
 @contextlib.contextmanager
 def serving_in_thread(app, host: str = "127.0.0.1", port: int = 0,
                       timeout_seconds: float = 120.0):
@@ -1099,15 +1113,11 @@ def serving_in_thread(app, host: str = "127.0.0.1", port: int = 0,
     never race for a probed port. For notebooks, tests and scripts that drive the server from
     the same process; the app's lifespan (model loading) runs before the URL is yielded.
     """
-    import socket
-
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                         socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    sock = _bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=sock.getsockname()[1],
+                                           log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name="glcic-serving", daemon=True)
     thread.start()
@@ -1143,16 +1153,20 @@ def serve(options: ServerOptions) -> None:
     app = create_app(manager, max_body_bytes=options.max_body_bytes,
                      num_threads=options.num_threads,
                      timeout_seconds=options.rest_api_timeout_in_ms / 1000.0, ui=options.ui)
+    sock = _bind(options.rest_api_host, options.rest_api_port)
+    port = sock.getsockname()[1]  # the real one when --rest_api_port is 0
     logger.info("Serving %s on http://%s:%d/v1/models/...",
-                ", ".join(m.name for m in options.models), options.rest_api_host,
-                options.rest_api_port)
+                ", ".join(m.name for m in options.models), options.rest_api_host, port)
     if options.ui:
         from glcic_tf import serving_ui
 
-        logger.info("Completion page: %s",
-                    serving_ui.page_url(options.rest_api_host, options.rest_api_port))
+        logger.info("Completion page: %s", serving_ui.page_url(options.rest_api_host, port))
         if options.inbrowser:
-            serving_ui.open_in_browser_when_up(options.rest_api_host, options.rest_api_port)
-    uvicorn.run(app, host=options.rest_api_host, port=options.rest_api_port,
-                log_level=options.log_level, access_log=options.access_log,
-                timeout_graceful_shutdown=5)
+            serving_ui.open_in_browser_when_up(options.rest_api_host, port)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=options.rest_api_host, port=port, log_level=options.log_level,
+        access_log=options.access_log, timeout_graceful_shutdown=5))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> None:
                                               os.path.abspath(args.model_base_path))]
     except ValueError as e:
         sys.exit(f"error: {e}")
-    serving_app.serve(serving_app.ServerOptions(
+    options = serving_app.ServerOptions(
         models=tuple(models),
         rest_api_port=args.rest_api_port,
         rest_api_host=args.rest_api_host,
@@ -110,7 +110,11 @@ def main(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         ui=args.ui,
         inbrowser=args.inbrowser,
-    ))
+    )
+    try:
+        serving_app.serve(options)
+    except OSError as e:  # the port is taken or the address is not ours
+        sys.exit(f"error: {e.strerror or e}")
 
 
 if __name__ == "__main__":

@@ -309,8 +309,7 @@ def test_auto_shard_policy():
 
 def test_distribute_datasets_from_function_per_replica_batches(shards):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    if len(devices) < 2:
-        pytest.skip("needs the two logical CPU devices from conftest")
+    assert len(devices) == 2, "conftest configures two logical CPU devices"
     strategy = tf.distribute.MirroredStrategy(devices)
     c = config(**{"schedule.batch_size": 4})
     dist = strategy.distribute_datasets_from_function(
