@@ -25,6 +25,7 @@ import keras
 from keras import layers
 
 from glcic_tf import fill as fill_lib
+from glcic_tf.batch_norm import FusedBatchNormalization
 from glcic_tf.config import ModelConfig
 
 # (name, kind, kernel, stride, dilation, filters) of the completion network, Table 1 of the paper.
@@ -52,6 +53,12 @@ COMPLETION_LAYERS = (
 GLOBAL_FILTERS = (64, 128, 256, 512, 512, 512)
 LOCAL_FILTERS = (64, 128, 256, 512, 512)
 FC_UNITS = 1024
+
+# Batch-norm implementations: "fused" (`glcic_tf.batch_norm`, TensorFlow's fused kernel where it
+# is exact; the default) or "keras" (keras.layers.BatchNormalization). Same variables, same
+# results up to float rounding; the choice only changes speed (see docs/training_speed.md).
+BATCH_NORM_LAYERS = {"fused": FusedBatchNormalization,
+                     "keras": layers.BatchNormalization}
 
 
 def scaled(channels: int, width: float) -> int:
@@ -97,11 +104,17 @@ def _initializers(config: ModelConfig, fan_in: int) -> dict:
     return {}
 
 
-def _batch_norm(x, name: str, config: ModelConfig):
+def _check_batch_norm(batch_norm: str) -> None:
+    if batch_norm not in BATCH_NORM_LAYERS:
+        raise ValueError(f"batch_norm must be one of {sorted(BATCH_NORM_LAYERS)}, "
+                         f"got {batch_norm!r}")
+
+
+def _batch_norm(x, name: str, config: ModelConfig, batch_norm: str = "fused"):
     extra = {}
     if config.initializer == "torch":  # Torch7 nn.BatchNormalization: weight:uniform()
         extra["gamma_initializer"] = keras.initializers.RandomUniform(0.0, 1.0)
-    return layers.BatchNormalization(
+    return BATCH_NORM_LAYERS[batch_norm](
         momentum=config.batch_norm_momentum,
         epsilon=config.batch_norm_epsilon,
         synchronized=config.sync_batch_norm,
@@ -160,8 +173,11 @@ class ResidualSigmoid(layers.Layer):
 
 
 def conv_bn_relu(x, filters: int, kernel: int, *, stride: int = 1, dilation: int = 1,
-                 name: str, config: ModelConfig, transpose: bool = False):
+                 name: str, config: ModelConfig, transpose: bool = False,
+                 batch_norm: str = "fused"):
     """Convolution (or 4x4 transposed convolution) + BatchNorm + ReLU, named `name*`.
+
+    `batch_norm` picks the layer class from `BATCH_NORM_LAYERS` ("fused" or "keras").
 
     With `config.padding == "torch"` a strided convolution pads (k-1)//2 pixels on every side
     (`{name}_pad`, then a 'valid' convolution), as Torch7's SpatialConvolution does; Keras
@@ -181,13 +197,14 @@ def conv_bn_relu(x, filters: int, kernel: int, *, stride: int = 1, dilation: int
     else:
         x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
                           padding="same", name=name, **init)(x)
-    x = _batch_norm(x, name, config)
+    x = _batch_norm(x, name, config, batch_norm)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
 def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
                        dilations: tuple[int, int, int, int] = (2, 4, 8, 16),
-                       name: str = "completion_network") -> keras.Model:
+                       name: str = "completion_network",
+                       batch_norm: str = "fused") -> keras.Model:
     """Builds the completion network C.
 
     Args:
@@ -201,6 +218,8 @@ def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
       dilations: dilation rates of the four dilated layers; (1, 1, 1, 1) gives the
         non-dilated ablation of the paper (receptive field 91 instead of 299 pixels).
       name: model name.
+      batch_norm: "fused" (`glcic_tf.batch_norm.FusedBatchNormalization`) or "keras"
+        (`keras.layers.BatchNormalization`): same variables and results, different speed.
 
     Returns:
       A functional keras.Model with inputs `image` (B, H, W, 3, holes already filled) and `mask`
@@ -211,6 +230,7 @@ def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
     if config is not None and width == 1.0:
         width = config.width
     _check_width(width)
+    _check_batch_norm(batch_norm)
     if len(dilations) != 4 or any(int(d) < 1 for d in dilations):
         raise ValueError(f"dilations must be 4 positive integers, got {dilations!r}")
 
@@ -235,7 +255,8 @@ def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
             x = layers.Conv2D(3, kernel, padding="same", name=layer_name, **init)(x)
             break
         x = conv_bn_relu(x, scaled(filters, width), kernel, stride=stride, dilation=dilation,
-                         name=layer_name, config=config, transpose=(kind == "deconv"))
+                         name=layer_name, config=config, transpose=(kind == "deconv"),
+                         batch_norm=batch_norm)
     # In float32 so mixed-precision policies still return float32 images.
     if residual:
         out = ResidualSigmoid(dtype="float32", name="completion")([seen, x])
@@ -245,15 +266,16 @@ def completion_network(width: float = 1.0, config: ModelConfig | None = None, *,
 
 
 def _discriminator_branch(prefix: str, size: int, filters: tuple[int, ...], width: float,
-                          config: ModelConfig) -> keras.Model:
+                          config: ModelConfig, batch_norm: str = "fused") -> keras.Model:
     _check_width(width)
+    _check_batch_norm(batch_norm)
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"{prefix} discriminator input size must be a positive int, got {size!r}")
     inp = keras.Input(shape=(size, size, 3), name=f"{prefix}_image")
     x = inp
     for i, f in enumerate(filters, start=1):
         x = conv_bn_relu(x, scaled(f, width), 5, stride=2, name=f"{prefix}_conv{i}",
-                         config=config)
+                         config=config, batch_norm=batch_norm)
     x = layers.Flatten(name=f"{prefix}_flatten")(x)
     x = layers.Dense(scaled(FC_UNITS, width), name=f"{prefix}_fc",
                      **_initializers(config, int(x.shape[-1])))(x)
@@ -262,42 +284,45 @@ def _discriminator_branch(prefix: str, size: int, filters: tuple[int, ...], widt
 
 
 def global_discriminator(image_size: int = 256, width: float = 1.0,
-                         config: ModelConfig | None = None) -> keras.Model:
+                         config: ModelConfig | None = None,
+                         batch_norm: str = "fused") -> keras.Model:
     """Global branch: 6 x (conv 5x5 stride 2 + BN + ReLU), 64..512 channels, then FC-1024.
 
     Input `global_image` (B, image_size, image_size, 3); output (B, 1024).
     """
     return _discriminator_branch("global", image_size, GLOBAL_FILTERS, width,
-                                 config or ModelConfig())
+                                 config or ModelConfig(), batch_norm)
 
 
 def local_discriminator(local_size: int = 128, width: float = 1.0,
-                        config: ModelConfig | None = None) -> keras.Model:
+                        config: ModelConfig | None = None,
+                        batch_norm: str = "fused") -> keras.Model:
     """Local branch: 5 x (conv 5x5 stride 2 + BN + ReLU), 64..512 channels, then FC-1024.
 
     Input `local_image` (B, local_size, local_size, 3); output (B, 1024).
     """
     return _discriminator_branch("local", local_size, LOCAL_FILTERS, width,
-                                 config or ModelConfig())
+                                 config or ModelConfig(), batch_norm)
 
 
 def context_discriminator(image_size: int = 256, local_size: int = 128, width: float = 1.0,
                           config: ModelConfig | None = None,
-                          name: str = "context_discriminator") -> keras.Model:
+                          name: str = "context_discriminator",
+                          batch_norm: str = "fused") -> keras.Model:
     """Builds the context discriminator D.
 
     Inputs `global_image` (B, image_size, image_size, 3) and `local_image`
     (B, local_size, local_size, 3) in [0, 1]; the two 1024-d branch outputs are concatenated
     (`concat_2048`), mapped by FC-1 (`context_fc`, logits) and a sigmoid to the probability that
-    the image is real (`realness`, float32).
+    the image is real (`realness`, float32). `batch_norm`: as in `completion_network`.
     """
     config = config or ModelConfig()
     if width == 1.0:
         width = config.width
     if local_size > image_size:
         raise ValueError(f"local_size ({local_size}) must be <= image_size ({image_size})")
-    g = global_discriminator(image_size, width, config)
-    lo = local_discriminator(local_size, width, config)
+    g = global_discriminator(image_size, width, config, batch_norm)
+    lo = local_discriminator(local_size, width, config, batch_norm)
     global_image = keras.Input(shape=(image_size, image_size, 3), name="global_image")
     local_image = keras.Input(shape=(local_size, local_size, 3), name="local_image")
     x = layers.Concatenate(axis=-1, name="concat_2048")([g(global_image), lo(local_image)])
@@ -338,8 +363,10 @@ def receptive_field(dilations=(2, 4, 8, 16)) -> int:
     return rf
 
 
-def build_models(model_config: ModelConfig, image_size: int, local_size: int):
+def build_models(model_config: ModelConfig, image_size: int, local_size: int, *,
+                 batch_norm: str = "fused"):
     """Returns (completion_network, context_discriminator) for a config."""
-    c = completion_network(model_config.width, model_config)
-    d = context_discriminator(image_size, local_size, model_config.width, model_config)
+    c = completion_network(model_config.width, model_config, batch_norm=batch_norm)
+    d = context_discriminator(image_size, local_size, model_config.width, model_config,
+                              batch_norm=batch_norm)
     return c, d

@@ -384,16 +384,19 @@ def make_optimizer(learning_rate: float, config: GLCICConfig, role: str = "compl
 
 
 def build_trainer(config: GLCICConfig, strategy: tf.distribute.Strategy | None = None, *,
-                  optimizer_fn: Callable[[float, GLCICConfig], Any] = None) -> GLCICTrainer:
+                  optimizer_fn: Callable[[float, GLCICConfig], Any] = None,
+                  batch_norm: str = "fused") -> GLCICTrainer:
     """Builds C, D, both optimizers (slots created now) and the compiled trainer.
 
     `optimizer_fn(learning_rate, config)` defaults to `make_optimizer` (Adadelta); tests pass
     plain SGD, whose update is linear in the gradient and so exposes any loss-scaling error
-    that Adadelta's nearly scale-invariant first step would hide.
+    that Adadelta's nearly scale-invariant first step would hide. `batch_norm` ("fused" or
+    "keras", see `models.BATCH_NORM_LAYERS`) is for A/B benchmarks and equivalence tests.
     """
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        c, d = models.build_models(config.model, config.data.image_size, config.masks.local_size)
+        c, d = models.build_models(config.model, config.data.image_size, config.masks.local_size,
+                                   batch_norm=batch_norm)
         trainer = GLCICTrainer(c, d, config)
         if optimizer_fn is None:
             c_opt = make_optimizer(config.optimizer.learning_rate_completion, config, "completion")

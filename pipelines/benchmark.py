@@ -10,7 +10,10 @@ and one failing section does not stop the others. Sections, in order:
   input_pipeline  training input (tf.data) images/s, AUTOTUNE and fixed parallelism
   make_tfrecords  images-to-TFRecords Beam pipeline images/s (DirectRunner)
   training        phase-1 and phase-3 step images/s at 256x256, batch 4, full width; float32,
-                  mixed bfloat16 (CPU with AVX512_BF16) or mixed float16 (GPU); XLA on phase 1
+                  mixed bfloat16 (CPU with AVX512_BF16) or mixed float16 (GPU); XLA on phase 1;
+                  the photos128 preset's shape; fused vs Keras batch norm interleaved (A/B);
+                  each step's time split (input, forward, backward, optimizer) and the
+                  ceiling its convolution kernels alone put on it
   train_memory    peak memory of phase-3 steps at two sizes and widths (each in a fresh process)
                   against glcic_tf.memory's estimate (train.py's check before the first step)
   completion      completion latency at 256 and 512 px: Keras, folded, `complete` signature,
@@ -52,6 +55,8 @@ SECTIONS = ("machine", "calibration", "input_pipeline", "make_tfrecords", "train
 DEFAULT_TIMEOUT_S = 3600
 QUICK_TIMEOUT_S = 900
 LOG_TAIL = 3000
+# Issue 14: the float32 `complete` signature at 512 px at this fraction of the matmul peak.
+COMPLETION_FRACTION_TARGET = 0.90
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -163,6 +168,18 @@ def summarize(sections: dict) -> dict:
                 "meets_target": v.get("meets_target"),
                 "target_images_per_s": v.get("target_images_per_s"),
             }
+            if "keras_batch_norm" in v:  # the A/B: Keras' own batch norm, same steps
+                entries[name]["keras_batch_norm_fraction_of_calibrated_peak"] = _fraction(
+                    v["keras_batch_norm"].get("achieved_gflop_per_s"), peak)
+                entries[name]["speedup_over_keras_batch_norm"] = v.get(
+                    "speedup_over_keras_batch_norm")
+            if "time_split" in v:
+                entries[name]["time_split_share"] = v["time_split"].get("share_of_step")
+            if "conv_bound" in v:
+                entries[name]["fraction_if_only_convolutions"] = _fraction(
+                    v["conv_bound"].get("conv_gflop_per_s"), peak)
+            if "bounded_by" in v:
+                entries[name]["bounded_by"] = v["bounded_by"]
         s["training"] = {"image_size": tr.get("image_size"), "batch_size": tr.get("batch_size"),
                          "width": tr.get("width"), "variants": entries,
                          "targets_met": tr.get("targets_met")}
@@ -184,7 +201,11 @@ def summarize(sections: dict) -> dict:
             latency[size] = rows
         s["completion_latency_s"] = latency
         if co.get("targets_512") is not None:
-            s["completion_targets_512"] = co["targets_512"]
+            s["completion_targets_512"] = dict(co["targets_512"])
+            complete = latency.get("512", {}).get("saved_model_complete_float32", {})
+            if complete.get("fraction_of_calibrated_peak") is not None:
+                s["completion_targets_512"]["complete_float32_ge_0.90_of_peak"] = (
+                    complete["fraction_of_calibrated_peak"] >= COMPLETION_FRACTION_TARGET)
     tm = _get(sections, "train_memory", "result")
     if tm:
         s["train_memory"] = {

@@ -118,3 +118,41 @@ def test_training_benchmark_batch_and_flops():
     small = config.override({"model.width": 0.5})
     assert training_bench.gflop_per_image(1, small) == pytest.approx(195.0 / 4)
     assert np.all((batch["image"] >= 0) & (batch["image"] <= 1))
+
+
+def test_step_profile_time_split_and_conv_bound_on_a_tiny_trainer():
+    import keras
+
+    from glcic_tf import training
+    from glcic_tf.benchmarks import step_profile
+
+    config = get_preset("tiny").override({
+        "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
+        "masks.local_size": 16, "masks.hole_min": 6, "masks.hole_max": 12,
+        "model.width": 1 / 16, "schedule.batch_size": 2})
+    trainer = training.build_trainer(config)
+    optimizers = trainer.c_optimizer, trainer.d_optimizer
+    batch = training_bench.synthetic_batch(config, 2)
+    split = step_profile.time_split(trainer, 3, batch, steps=1)
+    assert (trainer.c_optimizer, trainer.d_optimizer) == optimizers  # the sinks are gone
+    assert set(split["share_of_step"]) == {"input", "forward", "backward", "optimizer", "other"}
+    assert split["step_s"] > 0 and split["forward_s"] > 0
+    bound = step_profile.conv_bound(trainer, 3, batch, peak_gflop_per_s=100.0, runs=1)
+    assert set(bound["conv_s_by_kind"]) == {"forward", "grad_input", "grad_kernel"}
+    assert bound["conv_s"] == pytest.approx(sum(bound["conv_s_by_kind"].values()), abs=1e-3)
+    phase1 = step_profile.conv_bound(trainer, 1, batch, peak_gflop_per_s=None, runs=1)
+    assert phase1["fraction_of_peak_if_only_convolutions"] is None
+    # Phase 1 counts C's convolutions 3 times (less conv1's input gradient): 194.5 GFLOP per
+    # 256 px image at width 1 (the accounting's 195); at width 1/16 channel rounding and the
+    # fixed 4 input / 3 output channels put the count within 25% of the width^2 scaling.
+    assert phase1["counted_gflop_per_image"] == pytest.approx(
+        training_bench.gflop_per_image(1, config), rel=0.25)
+    assert bound["counted_gflop_per_image"] > phase1["counted_gflop_per_image"]
+    with pytest.raises(ValueError, match="phases 1 and 3"):
+        step_profile.time_split(trainer, 2, batch, steps=1)
+    conv = keras.layers.Conv2D(16, 3, strides=2, padding="same")
+    deconv = keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same")
+    conv.build((1, 8, 8, 4))
+    deconv.build((1, 4, 4, 8))
+    assert step_profile._conv_flop(conv, (1, 8, 8, 4)) == 2 * 4 * 4 * 9 * 4 * 16
+    assert step_profile._conv_flop(deconv, (1, 4, 4, 8)) == 2 * 4 * 4 * 16 * 8 * 3

@@ -12,29 +12,18 @@ differs by up to 1e-3, see test_training), which would drown the comparison; the
 paths are covered by test_batch_norm and by the mixed-precision run of test_training.
 """
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from glcic_tf import training
-from training_helpers import make_batch, snapshot, tiny_config
+from training_helpers import make_batch, policy, snapshot, tiny_config
 
-# Relative update errors measured here (this seed): bfloat16 C 2.2-5.5%, D 1.8%; float16 C
-# 0.03%, D 0.2%. A lost or doubled loss scale gives ~100%, a NaN fails outright.
-TOLERANCE = {"mixed_bfloat16": 0.2, "mixed_float16": 0.01}
+# Relative update errors measured here (this seed), C / D: bfloat16 2.2-5.5% / 1.8%, float16
+# 0.03% / 0.2-1.4%. A lost or doubled loss scale gives ~100%, a NaN fails outright.
+TOLERANCE = {"mixed_bfloat16": (0.15, 0.15), "mixed_float16": (0.005, 0.05)}  # (C, D)
 LOSS_SCALE = 2.0 ** 10
-
-
-@contextlib.contextmanager
-def policy(name):
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def sgd(learning_rate, config):
@@ -118,7 +107,7 @@ def test_one_step_matches_float32(start, precision, phase, accumulate, replicas)
     for i in networks:
         moved = max(np.abs(r - w).max() for r, w in zip(reference[i], init[i]))
         assert moved > 1e-4, "the float32 step moved nothing: the comparison would be empty"
-        assert errors[i] < TOLERANCE[precision], (precision, ["C", "D"][i], errors)
+        assert errors[i] < TOLERANCE[precision][i], (precision, ["C", "D"][i], errors)
     if phase == 1:
         for a, b in zip(mixed[1], init[1]):
             np.testing.assert_array_equal(a, b)

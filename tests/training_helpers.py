@@ -61,9 +61,14 @@ ATOL = 1e-6  # updates are 0.1-0.3 in size
 
 
 @contextlib.contextmanager
-def float64_policy():
-    keras.mixed_precision.set_global_policy("float64")
+def policy(name: str):
+    """Keras' global dtype policy `name` inside the block, float32 again after it."""
+    keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def float64_policy():
+    return policy("float64")

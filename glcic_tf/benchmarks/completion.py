@@ -4,7 +4,10 @@ Full-width (width 1.0, the paper's) completion network with random He-normal wei
 outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
 
 * `keras_*`: `model(x, training=False)` inside a tf.function traced for the input's shape;
-  `keras_bfloat16` is the model rebuilt under the "mixed_bfloat16" policy.
+  `keras_bfloat16` is the model rebuilt under the "mixed_bfloat16" policy. The networks use
+  `glcic_tf.batch_norm.FusedBatchNormalization` (the default); `keras_float32_keras_batch_norm`
+  and `saved_model_complete_float32_keras_batch_norm` are the same weights with Keras' own
+  BatchNormalization, the A/B of issue 14.
 * `folded_*`: the same with batch norm folded into the convolutions
   (`completion.FoldedNetwork`); `folded_bfloat16` is what bf16 exports and
   `Completer(precision="bfloat16")` run: bf16 except `completion.BFLOAT16_FLOAT32_LAYERS`
@@ -154,7 +157,10 @@ def run(quick: bool = False) -> dict:
         "folded_float32": completion.fold_batch_norm(fp32, "float32"),
         "folded_bfloat16": completion.fold_batch_norm(fp32, "bfloat16"),
         "folded_bfloat16_all": completion.fold_batch_norm(fp32, "bfloat16", float32_layers=()),
+        "keras_float32_keras_batch_norm": models.completion_network(width, config.model,
+                                                                    batch_norm="keras"),
     }
+    networks["keras_float32_keras_batch_norm"].set_weights(fp32.get_weights())
     rng = np.random.default_rng(0)
 
     result: dict = {
@@ -178,6 +184,9 @@ def run(quick: bool = False) -> dict:
             path = export.export_saved_model(fp32, config, os.path.join(tmp, "glcic"),
                                              precision=precision)
             loaded[precision] = tf.saved_model.load(path)
+        path = export.export_saved_model(networks["keras_float32_keras_batch_norm"], config,
+                                         os.path.join(tmp, "glcic_keras_bn"), precision="float32")
+        loaded["float32_keras_batch_norm"] = tf.saved_model.load(path)
         for size in sizes:
             image = rng.random((1, size, size, 3)).astype(np.float32)
             hole = np.zeros((1, size, size, 1), np.float32)
@@ -229,7 +238,7 @@ def run(quick: bool = False) -> dict:
                 f"{precision}{suffix}": float(round(
                     100.0 * entry[f"postprocess_in_graph_only{suffix}"]["median_s"]
                     / entry[f"saved_model_complete_{precision}"]["median_s"], 1))
-                for precision in loaded for suffix in ("", "_centre_hole")}
+                for precision in ("float32", "bfloat16") for suffix in ("", "_centre_hole")}
             result["sizes"][str(size)] = entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
