@@ -34,6 +34,9 @@ class TrainOptions:
     before_after: bool = False  # write RUN_DIR/before_after.png (a held-out photo) at the end
     memory_check: bool = True  # estimate a step's memory first; refuse when it does not fit
     accumulate_auto: bool = False  # choose the smallest gradient accumulation that fits
+    # The config's mean pixel was set explicitly (--mean-pixel, or in --config such as an
+    # imported Torch7 model's): keep it even when it equals the default.
+    mean_pixel_explicit: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +85,13 @@ def resolve_data(options: TrainOptions, log=print) -> ResolvedData:
     return ResolvedData(train, val)
 
 
-def dataset_mean_pixel(config: GLCICConfig, data: ResolvedData, log=print) -> GLCICConfig:
+def dataset_mean_pixel(config: GLCICConfig, data: ResolvedData, log=print, *,
+                       explicit: bool = False) -> GLCICConfig:
     """The config with the mean pixel of the train shards' dataset(s), unless a mean was set
-    explicitly (--mean-pixel, or in a --config such as an imported Torch7 model's, which must
-    keep the mean it was trained with)."""
-    if tuple(config.data.mean_pixel) != DEFAULT_MEAN_PIXEL:
+    explicitly (`explicit`: --mean-pixel, or in a --config such as an imported Torch7 model's,
+    which must keep the mean it was trained with, even when that is the default value; a
+    config whose mean differs from the default counts as explicit too)."""
+    if explicit or tuple(config.data.mean_pixel) != DEFAULT_MEAN_PIXEL:
         return config
     selection = data.train
     mean = selection.mean_pixel
@@ -131,34 +136,42 @@ def _check_compatible(source: str, theirs: GLCICConfig, ours: GLCICConfig) -> No
 def warm_start_fn(source: str, config: GLCICConfig):
     """Warm start from a run directory (C, and D when present) or a SavedModel export (C).
 
+    The source is found and checked against `config` now, so a wrong `--init-from` is refused
+    before the run directory is written (else its config.json would make the corrected
+    command a "different config"); the returned function restores the weights.
     A SavedModel's `variables/` is a checkpoint whose root holds the Keras completion network
     as `completion` (fp32 exports; batch-norm-folded bf16 exports cannot be trained from).
     Optimizer state always starts fresh.
     """
     from glcic_tf import export as export_lib
 
+    is_run = runs.is_run_dir(source)
+    if is_run:
+        _check_compatible(source, GLCICConfig.load(runs.config_path(source)), config)
+        run_checkpoint = runs.latest_checkpoint(source)
+        if run_checkpoint is None:
+            raise training.TrainingError(f"--init-from {source}: no checkpoint")
+    else:
+        model_dir = source
+        if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+            try:
+                model_dir = export_lib.latest_version_dir(source)
+            except Exception as e:  # noqa: BLE001 - reported below with the path
+                raise training.TrainingError(
+                    f"--init-from {source}: neither a training run directory (config.json + "
+                    f"checkpoints/) nor a SavedModel / TF Serving base path ({e})") from e
+        assets = os.path.join(model_dir, "assets", "config.json")
+        _check_compatible(source, GLCICConfig.load(assets), config)
+
     def init(trainer: training.GLCICTrainer) -> None:
-        if runs.is_run_dir(source):
-            _check_compatible(source, GLCICConfig.load(runs.config_path(source)), config)
-            path = runs.latest_checkpoint(source)
-            if path is None:
-                raise training.TrainingError(f"--init-from {source}: no checkpoint")
+        if is_run:
+            path = run_checkpoint
             names = {name for name, _ in tf.train.list_variables(path)}
             parts = {"completion": trainer.completion}
             if any(n.startswith(("discriminator/", "optimizer_d/")) for n in names):
                 parts["discriminator"] = trainer.discriminator
             tf.train.Checkpoint(**parts).restore(path).expect_partial().assert_nontrivial_match()
         else:
-            model_dir = source
-            if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
-                try:
-                    model_dir = export_lib.latest_version_dir(source)
-                except Exception as e:  # noqa: BLE001 - reported below with the path
-                    raise training.TrainingError(
-                        f"--init-from {source}: neither a training run directory (config.json + "
-                        f"checkpoints/) nor a SavedModel / TF Serving base path ({e})") from e
-            assets = os.path.join(model_dir, "assets", "config.json")
-            _check_compatible(source, GLCICConfig.load(assets), config)
             path = os.path.join(model_dir, "variables", "variables")
             status = tf.train.Checkpoint(completion=trainer.completion).restore(path)
             try:
@@ -205,7 +218,12 @@ def train(options: TrainOptions) -> training.TrainingResult:
         print(message, flush=True)
 
     data = resolve_data(options, log)
-    config = dataset_mean_pixel(config, data, log)
+    config = dataset_mean_pixel(config, data, log, explicit=options.mean_pixel_explicit)
+    # Resume precedence (training.run_training): a checkpoint in the run directory wins over
+    # --init-from, whose source is checked only when it will be used, before anything is written.
+    init_fn = None
+    if options.init_from and runs.latest_checkpoint(options.run_dir) is None:
+        init_fn = warm_start_fn(options.init_from, config)
     train_pattern, val_pattern = data.train_files, data.val_files
     shown = ", ".join(d.describe() for d in data.train.named) or data.train.spec
     log(f"glcic_tf: training data {shown} ({len(train_pattern)} shard(s))")
@@ -227,7 +245,6 @@ def train(options: TrainOptions) -> training.TrainingResult:
         return data_lib.make_dataset(train_pattern, config, training=True, input_context=ctx)
 
     preview = _preview_batch(config, val_pattern or train_pattern)
-    init_fn = warm_start_fn(options.init_from, config) if options.init_from else None
     t0 = time.perf_counter()
     try:
         result = training.run_training(config, options.run_dir, train_dataset_fn=dataset_fn,

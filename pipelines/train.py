@@ -24,7 +24,8 @@ Usage:
     python pipelines/train.py --data 'gs://bucket/shards/train-*' --strategy multiworker
 
 Re-running the same command resumes from the last checkpoint in --out, in the right phase.
-SIGTERM / SIGINT save a checkpoint and exit (status 128 + signal number).
+SIGTERM / SIGINT save a checkpoint and exit (status 128 + signal number); a second signal
+while stopping aborts at once without saving (one line, status 130).
 
 Before the first step the memory of one training step per replica is estimated
 (glcic_tf/memory.py) and compared with what each replica has; a step that would not fit is
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 # Flag -> dotted config key. Every flag defaults to None (= keep the preset's value).
@@ -167,7 +169,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import memory, train_lib, training
+    from glcic_tf import memory, runs, train_lib, training
     from glcic_tf.config import ConfigError
     from glcic_tf.data import CorruptDataError
 
@@ -201,9 +203,15 @@ def main(args: argparse.Namespace) -> int:
                                      validate=args.validate, export=args.export,
                                      init_from=init_from, start_phase=args.start_phase,
                                      before_after=before_after, memory_check=args.memory_check,
-                                     accumulate_auto=args.accumulate == "auto")
+                                     accumulate_auto=args.accumulate == "auto",
+                                     mean_pixel_explicit=bool(args.mean_pixel or args.config))
     try:
         result = train_lib.train(options)
+    except KeyboardInterrupt:  # a second SIGINT / SIGTERM while stopping, or Ctrl-C before
+        print(f"train.py: interrupted; stopped without saving (checkpoints already in "
+              f"{runs.checkpoint_dir(run_dir)} are intact: re-run the same command to resume)",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     except memory.DoesNotFit as e:
         print(f"train.py: does not fit: {e}", file=sys.stderr)
         return memory.EXIT_DOES_NOT_FIT

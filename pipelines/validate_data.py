@@ -93,7 +93,11 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
                 print(f"  {line}")
         else:
             print(f"no drift between --data and {result.compared_with}")
-    if not result.ok or (args.fail_on_drift and result.drift):
+    if not result.ok:
+        return 1
+    if args.fail_on_drift and result.drift:
+        print(f"error: drift between --data and {result.compared_with} (--fail-on-drift); see "
+              f"the findings above", file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,8 @@
 
 Synthetic .t7 files with the official structure and seeded weights stand in for the released
 files (never shipped or downloaded). Torch's layer semantics are checked against naive loops
-written from the Torch definitions, and the imported Keras network against a NumPy forward pass.
+written from the Torch definitions; the imported Keras network, and its SavedModel export, against
+an oracle that runs those naive loops on the raw module table (no importer code involved).
 """
 
 import json
@@ -237,8 +238,48 @@ def test_self_referencing_table_and_table_keys():
 # --- importing the completion network ----------------------------------------------------------
 
 
-def _torch_input(image, mask, mean):
-    return np.concatenate([(image - mean) * (1 - mask), mask], -1).transpose(0, 3, 1, 2)
+def _oracle_forward(root, image, mask):
+    """Runs the Torch model of a .t7 table with the naive layers above, every tensor and
+    hyperparameter read from the raw module fields (none of the importer's parsing, kernel
+    mapping or reference forward pass): Torch's input cat((image - mean) * (1 - mask), mask),
+    batch norm in evaluation mode. image [H, W, 3], mask [H, W, 1]; returns [H, W, 3]."""
+    mean = np.asarray(root["mean"], np.float64)
+    x = np.concatenate([(image - mean) * (1 - mask), mask], -1).transpose(2, 0, 1)
+    x = x.astype(np.float64)
+    seen = []
+    for m in root["model"].fields["modules"].list():
+        kind, f = m.class_name.split(".")[-1], m.fields
+        seen.append(kind)
+        if kind in ("SpatialConvolution", "SpatialDilatedConvolution"):
+            assert (f["dW"], f["padW"]) == (f["dH"], f["padH"])
+            x = naive_conv(x, np.asarray(f["weight"], np.float64), np.asarray(f["bias"]),
+                           f["dW"], f["padW"], f.get("dilationW", 1))
+        elif kind == "SpatialFullConvolution":
+            assert (f["dW"], f["padW"], f.get("adjW", 0)) == (f["dH"], f["padH"], 0)
+            x = naive_full_conv(x, np.asarray(f["weight"], np.float64), np.asarray(f["bias"]),
+                                f["dW"], f["padW"])
+        elif kind == "SpatialBatchNormalization":
+            def c(v):
+                return np.asarray(v, np.float64)[:, None, None]
+
+            x = ((x - c(f["running_mean"])) / np.sqrt(c(f["running_var"]) + f["eps"])
+                 * c(f["weight"]) + c(f["bias"]))
+        elif kind == "ReLU":
+            x = np.maximum(x, 0.0)
+        elif kind == "Sigmoid":
+            x = 1.0 / (1.0 + np.exp(-x))
+        else:
+            raise AssertionError(f"unexpected module {m.class_name}")
+    assert seen.count("SpatialBatchNormalization") == 16 and seen[-1] == "Sigmoid"
+    return x.transpose(1, 2, 0)
+
+
+def _oracle_case():
+    rng = np.random.default_rng(21)
+    image = rng.random((24, 32, 3)).astype(np.float32)
+    mask = np.zeros((24, 32, 1), np.float32)
+    mask[5:17, 9:25] = 1.0
+    return image, mask
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +294,7 @@ def imported(tmp_path_factory):
     return root, path, run_dir
 
 
-def test_imported_network_matches_numpy_torch_forward(imported):
+def test_imported_network_matches_an_oracle_built_from_the_raw_module_table(imported):
     root, _, run_dir = imported
     config, completion, step = runs.load_completion_network(run_dir)
     assert step == 0
@@ -264,17 +305,17 @@ def test_imported_network_matches_numpy_torch_forward(imported):
     mask[1, 0:8, 12:24] = 1
     got = np.asarray(completion(masks.network_inputs(image, mask, config.data),
                                 training=False))
-    # The reference reads the in-memory model that was written, not the file.
-    net = t7.parse_completionnet(root)
-    expected = t7.reference_forward(net, _torch_input(image, mask, np.float32([0.3, 0.5, 0.6])))
-    expected = expected.transpose(0, 2, 3, 1)
+    # The expectation reads the in-memory table that was written, not the file, and none of
+    # the importer's code.
+    expected = np.stack([_oracle_forward(root, image[i].astype(np.float64),
+                                         mask[i].astype(np.float64)) for i in range(2)])
     assert np.abs(got - expected).max() < 1e-4
     assert expected.std(axis=(1, 2)).min() > 0.1  # varies across pixels: misplaced ones show
 
     # Keras 'same' padding with the same weights is off by a half-pixel shift.
     same = models.completion_network(config.model.width,
                                      ModelConfig(width=config.model.width, padding="same"))
-    t7.set_completion_weights(same, net)
+    t7.set_completion_weights(same, t7.parse_completionnet(root))
     shifted = np.asarray(same(masks.network_inputs(image, mask, config.data), training=False))
     assert np.abs(shifted - expected).max() > 0.1
 
@@ -416,3 +457,24 @@ def test_old_batch_norm_running_std_is_converted():
     bn["running_std"] = (1.0 / np.sqrt(var + 1e-5)).astype(np.float32)
     net = t7.parse_completionnet(t7.loads_t7(t7.dumps_t7(root)))
     np.testing.assert_allclose(net.layers[1].arrays["running_var"], var, rtol=1e-4)
+
+
+def test_export_of_an_imported_run_computes_what_the_torch_model_computes(imported, tmp_path):
+    import tensorflow as tf
+
+    from glcic_tf import export
+
+    root, _, run_dir = imported
+    # postprocess "none": the `complete` signature never post-processes, and the in-graph
+    # post-processing (tested in test_export.py) triples the export's time.
+    version = export.export_from_run(run_dir, str(tmp_path / "glcic"), postprocess="none")
+    assets = GLCICConfig.load(os.path.join(version, "assets", "config.json"))
+    assert (assets.data.input_convention, assets.model.padding) == ("torch7", "torch")
+    np.testing.assert_allclose(assets.data.mean_pixel, (0.3, 0.5, 0.6), rtol=1e-6)
+    image, mask = _oracle_case()
+    expected = _oracle_forward(root, image.astype(np.float64), mask.astype(np.float64))
+    expected = np.where(mask > 0, expected, image)  # the completed image: the hole filled
+    loaded = tf.saved_model.load(version)
+    got = loaded.signatures["complete"](image=tf.constant(image[None]),
+                                        mask=tf.constant(mask[None]))["completed"].numpy()[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -67,22 +67,40 @@ def _steps(run_dir):
     return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
 
 
+def _logged_step(run_dir) -> int:
+    """The highest step in the run's TensorBoard train events so far (-1: none yet)."""
+    best = -1
+    for path in glob.glob(os.path.join(run_dir, "logs", "train", "events.out.tfevents.*")):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                best = max(best, int(event.step))
+        except tf.errors.DataLossError:  # a record being written
+            pass
+    return best
+
+
 def test_sigkill_mid_phase_resumes_in_the_right_phase_and_finishes(shards, tmp_path):
     run = str(tmp_path / "run")
+    # Phase 1 is long (300 steps, a checkpoint every 5) so the kill, issued within a poll of
+    # the first checkpoint past step 10, lands far from the phase boundary on any machine.
     cmd = [sys.executable, TRAIN, "--data", shards, "--out", run, *TINY_FLAGS,
-           "--steps-completion", "40", "--steps-discriminator", "10", "--steps-joint", "10",
+           "--steps-completion", "300", "--steps-discriminator", "10", "--steps-joint", "10",
            "--checkpoint-every", "5"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(10 <= s < 40 for s in _steps(run)):
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not any(10 <= s < 300 for s in _steps(run)):
         if proc.poll() is not None:
-            pytest.fail("training ended before it could be killed:\n"
-                        + proc.stdout.read().decode()[-3000:])
-        time.sleep(0.1)
+            pytest.fail(f"training ended before it could be killed:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint past step 10 in 240 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
     proc.kill()  # SIGKILL: no chance to save
     proc.wait(30)
     killed_at = _steps(run)[-1]
-    assert 10 <= killed_at < 40, _steps(run)  # mid phase 1
+    assert 10 <= killed_at < 300, _steps(run)  # mid phase 1
 
     # The restored weights equal the checkpoint's, in phase 1 at the checkpoint's step.
     config = GLCICConfig.load(os.path.join(run, "config.json"))
@@ -107,7 +125,7 @@ def test_sigkill_mid_phase_resumes_in_the_right_phase_and_finishes(shards, tmp_p
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"resuming from {latest} at step {killed_at} (phase 1)" in out.stdout
-    assert _steps(run)[-1] == 60
+    assert _steps(run)[-1] == 320
     assert "phase 2 summary: steps=10" in out.stdout and "phase 3 summary: steps=10" in out.stdout
     assert os.path.exists(os.path.join(run, "preview.png"))
     assert tf.io.gfile.glob(os.path.join(run, "logs", "train", "events.out.tfevents.*"))
@@ -118,28 +136,42 @@ def test_sigterm_saves_and_exits(shards, tmp_path):
     cmd = [sys.executable, TRAIN, "--data", shards, "--out", run, *TINY_FLAGS,
            "--steps-completion", "100000", "--steps-discriminator", "1", "--steps-joint", "1",
            "--checkpoint-every", "100000"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines = []
-    deadline = time.time() + 240
-    for line in proc.stdout:  # wait until steps are running
-        lines.append(line)
-        if "phase 1/3" in line or time.time() > deadline:
-            break
-    time.sleep(4)
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    # Signal once steps are running: the first TensorBoard scalars (--log-every 5) are written.
+    deadline = time.monotonic() + 240
+    while _logged_step(run) < 5:
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before the signal:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no step logged in 240 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=120)
-    output = "".join(lines) + rest
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"no exit 120 s after SIGTERM:\n{log.read_text()[-3000:]}")
+    output = log.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
     steps = _steps(run)
     assert len(steps) == 1 and 0 < steps[0] < 100000, output[-3000:]
     assert "re-run the same command to resume" in output
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports: all bound at once (so no two are the same), then released for
+    the workers' gRPC servers, which bind them themselves (TF_CONFIG names them)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 WORKER = r"""
@@ -163,8 +195,7 @@ np.savez(out, step=result.step, chief=training.is_chief(strategy))
 
 
 def test_multiworker_two_local_workers_train_identically_and_only_chief_writes(shards, tmp_path):
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     script = tmp_path / "worker.py"
     script.write_text(WORKER.replace(
         "trainer_weights = None",

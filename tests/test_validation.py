@@ -179,3 +179,37 @@ def test_cli_glob_catching_a_json_file_names_it(tmp_path, capsys):
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert f"{tmp_path / 'out' / 'data-dataset_info.json'}: no TFRecord framing" in err
     assert "expected TFRecord files of tf.train.Example records" in err
+
+
+def test_cli_fail_on_drift_exits_1_on_a_drifting_pair_and_0_on_a_steady_one(
+        good, schema_path, tmp_path, capsys):
+    module = load_pipeline("validate_data")
+    train = str(good["root"] / "good-train-*.tfrecord")
+    # Drifting: only big PNGs against train's mixed JPEG / PNG of 128-156 px.
+    _write(tmp_path / "big.tfrecord",
+           [tf.train.Example.FromString(tfrecords.to_example_bytes(_image(400 + i, 400, 500,
+                                                                          "PNG")))
+            for i in range(3)])
+    # Steady: train's sizes and formats, other pixels.
+    _write(tmp_path / "steady.tfrecord", _examples(8, seed=500))
+
+    def run(compare, *flags):
+        capsys.readouterr()
+        code = module.main(module.parse_args(["--data", train, "--compare", str(compare),
+                                              "--schema", schema_path, "--out",
+                                              str(tmp_path / "r"), *flags]))
+        return (code, *capsys.readouterr())
+
+    code, out, err = run(tmp_path / "big.tfrecord", "--fail-on-drift")
+    assert code == 1, out
+    assert "no anomalies" in out  # the data is valid: the status is the drift's
+    assert f"drift findings between --data and {tmp_path / 'big.tfrecord'}:" in out
+    assert "drift: image/height" in out and "Jensen-Shannon divergence" in out
+    assert "drift: image/format" in out
+    assert err.strip() == (f"error: drift between --data and {tmp_path / 'big.tfrecord'} "
+                           f"(--fail-on-drift); see the findings above")
+    code, out, err = run(tmp_path / "big.tfrecord")
+    assert code == 0 and "drift findings" in out and err == ""  # drift alone: reported only
+    code, out, err = run(tmp_path / "steady.tfrecord", "--fail-on-drift")
+    assert code == 0, out
+    assert f"no drift between --data and {tmp_path / 'steady.tfrecord'}" in out and err == ""
