@@ -54,10 +54,14 @@ def page_response(model_names: Sequence[str]):
     })
 
 
+def _local_host(host: str) -> str:
+    """Where to reach a server listening on `host` from this machine (wildcards: loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
 def page_url(host: str, port: int) -> str:
     """The page's URL for a server listening on host:port (a wildcard host means localhost)."""
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
+    host = _local_host(host)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}{UI_PATH}"
@@ -69,7 +73,7 @@ def open_in_browser_when_up(host: str, port: int,
     import webbrowser
 
     url = page_url(host, port)
-    connect_host = url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
+    connect_host = _local_host(host)
 
     def wait_then_open():
         deadline = time.monotonic() + timeout_seconds
@@ -92,8 +96,8 @@ def find_chromium() -> tuple[str | None, str | None]:
     """(browser, chromedriver) executables on PATH, None where missing."""
     import shutil
 
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                    if shutil.which(n)), None)
+    found = (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
+    browser = next((path for path in found if path), None)
     return browser, shutil.which("chromedriver")
 
 

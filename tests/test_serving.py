@@ -41,6 +41,7 @@ from PIL import Image
 
 from glcic_tf import serving_app, serving_client
 from glcic_tf.export import export_saved_model
+from pipeline_scripts import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_URL = os.environ.get("TFSERVING_REST_URL", "").rstrip("/")
@@ -999,19 +1000,8 @@ def test_grpc_client_against_loopback_fake():
 # Command lines
 # --------------------------------------------------------------------------------------------
 
-def _load_script(relative: str):
-    """A serving/*.py script as a module, to call its main(parse_args(...)) in-process."""
-    import importlib.util
-
-    name = os.path.splitext(os.path.basename(relative))[0] + "_cli"
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_client_cli_rest(server, local, tmp_path, capsys):
-    cli = _load_script("serving/client.py")
+    cli = load_script("serving/client.py")
     image, mask = make_image(seed=8), make_mask()
     (tmp_path / "in.png").write_bytes(png(image))
     (tmp_path / "mask.png").write_bytes(png(mask))
@@ -1036,7 +1026,7 @@ def test_client_cli_rest(server, local, tmp_path, capsys):
     (["--model_config_file", "/nonexistent/models.config"], "no such file"),
 ])
 def test_server_cli_rejects_bad_flags(args, match, capsys):
-    cli = _load_script("serving/server.py")
+    cli = load_script("serving/server.py")
     with pytest.raises(SystemExit) as e:
         cli.parse_args(args)
     assert e.value.code == 2

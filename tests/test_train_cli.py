@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from dataset_files import example_bytes, write_dataset
-from pipeline_scripts import REPO, load_pipeline
+from pipeline_scripts import REPO, load_pipeline, wait_until
 
 from glcic_tf import masks, models, runs, train_lib, training
 from glcic_tf import torch7 as t7
@@ -333,14 +332,7 @@ def _start(dataset, run, log):
 
 
 def _wait_for(proc, log, marker, seconds=240):
-    deadline = time.monotonic() + seconds
-    while marker not in log.read_text():
-        if proc.poll() is not None:
-            pytest.fail(f"training ended before {marker!r}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no {marker!r} in {seconds} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
+    wait_until(proc, log, lambda: marker in log.read_text(), repr(marker), seconds, poll=0.02)
 
 
 def _exit_status(proc, log, seconds=120):

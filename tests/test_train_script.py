@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import tensorflow as tf
 from glcic_tf import data as data_lib
 from glcic_tf import training
 from glcic_tf.config import GLCICConfig
+from pipeline_scripts import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "pipelines", "train.py")
@@ -89,14 +89,8 @@ def test_sigkill_mid_phase_resumes_in_the_right_phase_and_finishes(shards, tmp_p
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while not any(10 <= s < 300 for s in _steps(run)):
-        if proc.poll() is not None:
-            pytest.fail(f"training ended before it could be killed:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint past step 10 in 240 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
+    wait_until(proc, log, lambda: any(10 <= s < 300 for s in _steps(run)),
+               "a checkpoint past step 10")
     proc.kill()  # SIGKILL: no chance to save
     proc.wait(30)
     killed_at = _steps(run)[-1]
@@ -140,14 +134,7 @@ def test_sigterm_saves_and_exits(shards, tmp_path):
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
     # Signal once steps are running: the first TensorBoard scalars (--log-every 5) are written.
-    deadline = time.monotonic() + 240
-    while _logged_step(run) < 5:
-        if proc.poll() is not None:
-            pytest.fail(f"training ended before the signal:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no step logged in 240 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
+    wait_until(proc, log, lambda: _logged_step(run) >= 5, "a logged step", poll=0.1)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=120)

@@ -208,12 +208,9 @@ def test_inbrowser_opens_the_page_once_the_port_listens(monkeypatch):
 
 
 def test_server_flags(capsys):
-    import importlib.util
+    from pipeline_scripts import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "server_cli", os.path.join(REPO, "serving", "server.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("serving/server.py")
     base = ["--model_base_path", "models/glcic_photos128"]
     args = cli.parse_args(base)
     assert args.ui is True and args.inbrowser is False
