@@ -15,7 +15,8 @@ and one failing section does not stop the others. Sections, in order:
                   each step's time split (input, forward, backward, optimizer) and the
                   ceiling its convolution kernels alone put on it
   train_memory    peak memory of phase-3 steps at two sizes and widths (each in a fresh process)
-                  against glcic_tf.memory's estimate (train.py's check before the first step)
+                  against glcic_tf.training.memory's estimate (train.py's check before the
+                  first step)
   completion      completion latency at 256 and 512 px: Keras, folded, `complete` signature,
                   Completer with and without post-processing; float32 and bfloat16
   large_image     full-resolution completion of a 4000x3000 photo: peak memory and time per
@@ -49,6 +50,8 @@ import sys
 import tempfile
 import time
 
+from glcic_tf import console
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("machine", "calibration", "input_pipeline", "make_tfrecords", "training",
             "train_memory", "completion", "large_image", "serving")
@@ -70,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float,
                    help=f"seconds per section (default {DEFAULT_TIMEOUT_S}, quick "
                         f"{QUICK_TIMEOUT_S})")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     if args.only:
         names = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -87,14 +91,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def run_section(name: str, quick: bool, timeout: float) -> dict:
-    """Runs one section in a subprocess; returns its JSON (or an error entry)."""
+def run_section(name: str, quick: bool, timeout: float, verbose: bool = False) -> dict:
+    """Runs one section in a subprocess; returns its JSON (or an error entry, with the tail of
+    the section's log: library start-up noise included only with `verbose`)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     with tempfile.TemporaryDirectory(prefix=f"glcic-bench-{name}-") as tmp:
         out_json = os.path.join(tmp, "section.json")
         log_path = os.path.join(tmp, "section.log")
         cmd = [sys.executable, "-m", "glcic_tf.benchmarks.machine", "--section", name,
-               "--json-out", out_json] + (["--quick"] if quick else [])
+               "--json-out", out_json] + (["--quick"] if quick else []) + (
+            ["--verbose"] if verbose else [])
         start = time.perf_counter()
         with open(log_path, "w") as log:
             try:
@@ -261,7 +267,7 @@ def main(args: argparse.Namespace) -> int:
     for name in args.sections:
         print(f"benchmark.py: {name}{' (quick)' if args.quick else ''} ...", file=sys.stderr,
               flush=True)
-        sections[name] = run_section(name, args.quick, args.timeout)
+        sections[name] = run_section(name, args.quick, args.timeout, args.verbose)
         entry = sections[name]
         print(f"benchmark.py: {name}: "
               + (f"FAILED ({entry['error']})" if "error" in entry else
@@ -289,4 +295,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

@@ -16,9 +16,10 @@ SavedModel exported with in-graph post-processing serves through TF Serving) or 
 
 --precision bfloat16 computes a run directory's network in bfloat16 (batch norm folded, the
 first conv, conv2 and the last two convs kept in float32: about half the float32 latency on a
-CPU with AVX512_BF16 / AMX, > 40 dB PSNR against float32; see glcic_tf.completion). A SavedModel
-computes in the precision it was exported with (pipelines/export.py --precision); asking it for
-another precision is an error, and the default (no --precision) takes the export's.
+CPU with AVX512_BF16 / AMX, > 40 dB PSNR against float32; see glcic_tf.networks.folding and
+docs/inference.md). A SavedModel computes in the precision it was exported with
+(pipelines/export.py --precision); asking it for another precision is an error, and the default
+(no --precision) takes the export's.
 
 Usage:
   # The shipped model (models/glcic_photos128), a mask painted white where the hole is.
@@ -41,9 +42,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from glcic_tf import console
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from glcic_tf import completion  # numpy only; TensorFlow starts in main()
+    # numpy only; TensorFlow starts in main()
+    from glcic_tf.inference import completer, postprocessing, regions
+    from glcic_tf.inference.images import CompletionError
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -64,54 +69,55 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "which matches its training scale: 500 for the paper's 256 px "
                              "crops, 252 for the shipped 128 px model); 0 = full resolution, "
                              "completing crops around the holes")
-    parser.add_argument("--context-margin", type=int, default=completion.CONTEXT_MARGIN,
+    parser.add_argument("--context-margin", type=int, default=regions.CONTEXT_MARGIN,
                         metavar="PX",
                         help="with --maxdim 0: context pixels kept on each side of the holes "
                              "(default: %(default)s, the receptive field's reach; less is "
                              "faster but changes the result)")
     parser.add_argument("--max-region-pixels", type=int,
-                        default=completion.DEFAULT_REGION_PIXELS, metavar="N",
+                        default=regions.DEFAULT_REGION_PIXELS, metavar="N",
                         help="with --maxdim 0: most pixels of one network pass; larger regions "
                              "are tiled (default: %(default)s, about 2 GiB at full width on "
                              "CPU)")
-    parser.add_argument("--postprocess", choices=completion.POSTPROCESS_MODES,
+    parser.add_argument("--postprocess", choices=postprocessing.POSTPROCESS_MODES,
                         default="opencv",
                         help="opencv: fast marching + Poisson blending with OpenCV (the "
                              "paper's); in-graph: the same in TensorFlow ops, what an export "
                              "with in-graph post-processing serves; none (default: opencv)")
     parser.add_argument("--no-postprocess", dest="postprocess", action="store_const",
                         const="none", help="the same as --postprocess none")
-    parser.add_argument("--precision", choices=completion.PRECISIONS, default=None,
+    parser.add_argument("--precision", choices=completer.PRECISIONS, default=None,
                         help="compute precision of a training run's network (default: "
                              "float32); a SavedModel's is fixed at export (default: the "
                              "export's; another one is an error)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random holes when no --mask is given (default: 0)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.maxdim is not None and args.maxdim != 0 and args.maxdim < 4:
         parser.error(f"--maxdim must be >= 4, or 0 for full resolution, got {args.maxdim}")
     try:
-        completion.plan_regions([[False]], margin=args.context_margin,
-                                max_pixels=args.max_region_pixels)  # checks both
-    except completion.CompletionError as e:
+        regions.check_region_args(args.context_margin, args.max_region_pixels)
+    except CompletionError as e:
         parser.error(f"--context-margin / --max-region-pixels: {e}")
     return args
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import completion
     from glcic_tf.config import ConfigError
-
-    from glcic_tf import shipped
+    from glcic_tf.inference import shipped
+    from glcic_tf.inference.completer import Completer
+    from glcic_tf.inference.files import complete_files
+    from glcic_tf.inference.images import CompletionError
 
     try:
-        completer = completion.Completer.from_path(args.model or shipped.model_path(),
-                                                   precision=args.precision)
-        written = completion.complete_files(
+        completer = Completer.from_path(args.model or shipped.model_path(),
+                                        precision=args.precision)
+        written = complete_files(
             completer, args.image, args.mask, args.out, maxdim=args.maxdim,
             postprocess=args.postprocess, seed=args.seed, context_margin=args.context_margin,
             max_region_pixels=args.max_region_pixels)
-    except (completion.CompletionError, ConfigError, FileNotFoundError) as e:
+    except (CompletionError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in written:
@@ -120,4 +126,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

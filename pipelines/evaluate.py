@@ -18,7 +18,7 @@ Writes OUT/report.json (mean, 95% CI and count per method x mask kind x metric, 
 hole-area bin, the model's config/version/step, data pattern, seeds), OUT/samples.jsonl (every
 sample's scores) and OUT/contact_sheet.png (masked input | ours | ours + post-processing | Telea |
 ground truth), and prints a short table. Metrics: L1 on the 0-255 scale (whole crop and inside
-the hole), PSNR and SSIM (whole crop, max_val 1.0). See glcic_tf/evaluation.py.
+the hole), PSNR and SSIM (whole crop, max_val 1.0). See glcic_tf/evaluation/evaluate.py.
 
 Exit status: 0 ok, 2 bad arguments / model / data, 3 below --fail-below.
 """
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from glcic_tf import console
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,6 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fail-below", type=float, metavar="PSNR",
                    help="exit with status 3 when the mean PSNR (dB) of 'ours' on rect holes, "
                         "without post-processing, is below this")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     if args.mask_kinds is None:
         args.mask_kinds = "rect,freeform" + (",file" if args.mask_files else "")
@@ -101,9 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import evaluation
+    from glcic_tf.evaluation import evaluate as evaluation
+    from glcic_tf.evaluation import report as report_lib
+    from glcic_tf.evaluation.loader import EvaluationError
     from glcic_tf.config import ConfigError
-    from glcic_tf.data import CorruptDataError
+    from glcic_tf.data.shards import CorruptDataError
 
     data = args.data
     if data is not None and "," in data:
@@ -118,12 +123,12 @@ def main(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, inpaint_radius=args.inpaint_radius,
             contact_rows=args.contact_rows, cell_size=args.cell_size,
             mask_files=args.mask_files, split=args.split if args.data else "val")
-    except (evaluation.EvaluationError, ConfigError, FileNotFoundError, CorruptDataError) as e:
+    except (EvaluationError, ConfigError, FileNotFoundError, CorruptDataError) as e:
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
-    print(evaluation.format_table(report))
+    print(report_lib.format_table(report))
     if args.fail_below is not None:
-        value = evaluation.guard_value(report)
+        value = report_lib.guard_value(report)
         if value is None or value < args.fail_below:
             print(f"evaluate.py: REGRESSION: PSNR of ours on rect holes (no post-processing) "
                   f"is {value} dB, below --fail-below {args.fail_below}", file=sys.stderr)
@@ -133,4 +138,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

@@ -5,7 +5,7 @@ model_card.md) atomically; VERSION defaults to one more than the highest existin
 existing version is never overwritten. Signatures: `serving_default` (encoded image + mask bytes
 -> PNG bytes), `serving_float` (the same on float32 tensors), both post-processed in the graph
 unless `--postprocess none`, and `complete` (the network alone: float32 image + mask -> float32
-composite); see glcic_tf/export.py.
+composite); see glcic_tf/inference/export.py.
 
 Usage:
   python pipelines/export.py --checkpoint runs/demo --out models/glcic
@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from glcic_tf import console
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the paper's post-processing (hole border fill + Poisson blending) "
                              "inside serving_default and serving_float, in stock TensorFlow "
                              "ops; none = the raw composite (default: in-graph)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.version is not None and args.version < 1:
         parser.error(f"--version must be a positive integer, got {args.version}")
@@ -62,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import export
+    from glcic_tf.inference import export
     from glcic_tf.config import ConfigError
 
     kwargs = dict(version=args.version, precision=args.precision, maxdim=args.maxdim,
@@ -84,4 +87,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

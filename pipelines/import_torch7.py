@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from glcic_tf import console
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -40,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "the released files) or 4 (Windows)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the comparison with the NumPy Torch reference")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if not os.path.isfile(args.t7) and "://" not in args.t7:
         parser.error(f"--t7: no such file: {args.t7}")
@@ -47,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import runs, torch7
+    from glcic_tf.training import runs
+    from glcic_tf.torch7 import importer as torch7
     from glcic_tf.config import GLCICConfig
 
     run_dir = torch7.import_torch7(args.t7, args.out, preset=args.preset,
@@ -76,4 +80,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

@@ -2,9 +2,10 @@
 
 Every file is decoded once with Pillow, normalised to 8-bit RGB (EXIF rotation applied,
 transparency composited over white, 16-bit scaled, CMYK converted) and written as one
-`tf.train.Example` (schema: `glcic_tf/data.py`); broken, tiny or absurdly large files go to
-`PREFIX-rejects.jsonl` with a reason code. The split is a hash of each file's path, so
-re-running gives the same split. Details: `glcic_tf/tfrecords.py`.
+`tf.train.Example` (schema: `glcic_tf/data/schema.py`); broken, tiny or absurdly large files go
+to `PREFIX-rejects.jsonl` with a reason code. The split is a hash of each file's path, so
+re-running gives the same split. Details: `glcic_tf/data/normalize.py` (the rules per file) and
+`glcic_tf/data/tfrecords.py` (the pipeline).
 
 Usage:
   # local, DirectRunner (default), 2 worker processes
@@ -33,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from glcic_tf import console
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -66,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--key-root", default=None,
                         help="key (and split) files by their path relative to this root, so "
                              "the split survives moving the data; default: the full path")
+    console.add_verbose_flag(parser)
     args, beam_args = parser.parse_known_args(argv)
     if args.shards is not None and args.shards < 1:
         parser.error(f"--shards must be >= 1, got {args.shards}")
@@ -82,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
     args, beam_args = parsed
-    from glcic_tf import datasets, tfrecords
+    from glcic_tf.data import datasets
+    from glcic_tf.data import tfrecords
 
     sizing = ({"shards": args.shards} if args.shards is not None else
               {"shard_size_mb": args.shard_size_mb or tfrecords.DEFAULT_SHARD_SIZE_MB})
@@ -102,4 +107,4 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from glcic_tf import console
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -31,14 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "their shards")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what would be done, change nothing")
+    console.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import datasets
+    from glcic_tf.data import datasets
+    from glcic_tf.data import migration
 
     try:
-        actions = datasets.migrate(args.folder, recompute=args.recompute, dry_run=args.dry_run)
+        actions = migration.migrate(args.folder, recompute=args.recompute, dry_run=args.dry_run)
     except (FileNotFoundError, datasets.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -48,4 +52,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

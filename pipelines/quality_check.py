@@ -2,11 +2,11 @@
 
 Trains with `pipelines/train.py` (the `demo` preset, which fine-tunes the shipped network on the
 sample photos bundled with scikit-image, by default; every unknown flag is passed through to
-train.py), evaluates the run's
-latest checkpoint with `glcic_tf.evaluation.evaluate` on the held-out validation crops (the
-sample photos' val split, or --eval-data) against mean fill, OpenCV Telea and Navier-Stokes, and
-writes a results section into a Markdown file (default docs/results.md; one section per preset,
-replaced on re-runs), with the exact command, the figures and a contact sheet copied beside it.
+train.py), evaluates the run's latest checkpoint with `glcic_tf.evaluation.evaluate.evaluate` on
+the held-out validation crops (the sample photos' val split, or --eval-data) against mean fill,
+OpenCV Telea and Navier-Stokes, and writes a results section into a Markdown file (default
+docs/results.md; one section per preset, replaced on re-runs), with the exact command, the
+figures and a contact sheet copied beside it.
 
 Usage:
   # The demo preset (a few minutes on a 2-core CPU): section "demo" of docs/results.md.
@@ -38,16 +38,18 @@ import subprocess
 import sys
 import time
 
+from glcic_tf import console
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START = "<!-- quality_check:{name}:start -->"
 END = "<!-- quality_check:{name}:end -->"
 HEADER = """# Results
 
 Figures written by `pipelines/quality_check.py` (one section per preset; re-running the command
-replaces its section). Metrics (glcic_tf/evaluation.py): L1 on the 0-255 scale inside the hole
-and over the whole crop, PSNR (dB) and SSIM over the whole crop; every method keeps the pixels
-outside the hole, so whole-crop figures rise with the hole's share of the crop. Mean over the
-samples with the half-width of the Student-t 95% confidence interval.
+replaces its section). Metrics (glcic_tf/evaluation/evaluate.py): L1 on the 0-255 scale inside
+the hole and over the whole crop, PSNR (dB) and SSIM over the whole crop; every method keeps the
+pixels outside the hole, so whole-crop figures rise with the hole's share of the crop. Mean over
+the samples with the half-width of the Student-t 95% confidence interval.
 """
 
 
@@ -69,6 +71,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
                    help="delete the run directory first (only if it is a training run dir)")
     p.add_argument("--skip-training", action="store_true",
                    help="evaluate the existing run in --out without training")
+    console.add_verbose_flag(p)
     args, train_args = p.parse_known_args(argv)
     if args.masks_per_image < 1:
         p.error(f"--masks-per-image must be >= 1, got {args.masks_per_image}")
@@ -114,7 +117,7 @@ def _cpu() -> str:
 def section(report: dict, *, name: str, command: str, train_seconds: float | None,
             sheet_file: str | None, curve_file: str | None = None) -> str:
     """The Markdown section for one quality-check run."""
-    from glcic_tf import evaluation
+    from glcic_tf.evaluation.report import markdown_table
 
     model = report["model"]
     config = model["config"]
@@ -129,7 +132,7 @@ def section(report: dict, *, name: str, command: str, train_seconds: float | Non
     patterns = pattern if isinstance(pattern, list) else [pattern]
     shown = ", ".join(f"`{os.path.basename(p)}`" for p in patterns)
     if all("sample_data" in p for p in patterns):
-        shown += " (the sample photos' held-out val split, glcic_tf.sample_data)"
+        shown += " (the sample photos' held-out val split, glcic_tf.data.sample_data)"
     lines = [
         START.format(name=name),
         f"## `{name}` preset",
@@ -150,7 +153,7 @@ def section(report: dict, *, name: str, command: str, train_seconds: float | Non
         f"- Machine: {_cpu()}, {os.cpu_count()} cores; git {_git_commit() or 'unknown'}; "
         f"{datetime.date.today().isoformat()}.",
         "",
-        evaluation.markdown_table(report),
+        markdown_table(report),
     ]
     if sheet_file:
         lines += [f"![contact sheet: masked input, ours, ours + post-processing, Telea, "
@@ -206,7 +209,9 @@ def update_results(path: str, name: str, text: str) -> str:
 
 def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
     args, train_args = parsed
-    from glcic_tf import evaluation, runs
+    from glcic_tf.evaluation import evaluate as evaluation
+    from glcic_tf.evaluation.loader import EvaluationError
+    from glcic_tf.training import runs
 
     name = _preset(train_args)
     run_dir = args.out or os.path.join("runs", f"quality_check_{name}")
@@ -233,7 +238,7 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
             run_dir, args.eval_data or evaluation.default_data_pattern("val"),
             os.path.join(run_dir, "eval"), masks_per_image=args.masks_per_image,
             seed=args.seed)
-    except (evaluation.EvaluationError, FileNotFoundError, ValueError) as e:
+    except (EvaluationError, FileNotFoundError, ValueError) as e:
         print(f"quality_check.py: {e}", file=sys.stderr)
         return 2
     if args.name:
@@ -250,7 +255,7 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
         sheet_file = f"quality_check_{name}.png"
         shutil.copyfile(sheet, os.path.join(results_dir, sheet_file))
     curve_file = None
-    from glcic_tf import eval_curve
+    from glcic_tf.evaluation import curve as eval_curve
 
     points = eval_curve.read_curve(os.path.join(run_dir, eval_curve.CURVE_NAME))
     if points:
@@ -269,4 +274,4 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

@@ -22,6 +22,8 @@ import platform
 import shutil
 import sys
 
+from glcic_tf import console
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
@@ -35,11 +37,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the commands that made the data and the run (for the model card)")
     p.add_argument("--data-note", default="", help="a paragraph on the data (model card)")
     p.add_argument("--machine", default=None, help="machine description (model card)")
+    console.add_verbose_flag(p)
     return p.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import eval_curve, evaluation, export, runs, shipped
+    from glcic_tf.evaluation import curve as eval_curve
+    from glcic_tf.evaluation import evaluate as evaluation
+    from glcic_tf.evaluation.report import format_table
+    from glcic_tf.inference import export
+    from glcic_tf.training import runs
+    from glcic_tf.inference import shipped
     from glcic_tf.config import GLCICConfig
 
     if not runs.is_run_dir(args.run):
@@ -69,10 +77,10 @@ def main(args: argparse.Namespace) -> int:
                  os.path.join(version_dir, "assets", "model_card.md")):
         with open(path, "w") as f:
             f.write(card)
-    print(evaluation.format_table(report))
+    print(format_table(report))
     print(f"ship_model.py: wrote {version_dir} and {os.path.join(args.out, 'MODEL_CARD.md')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

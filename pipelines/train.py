@@ -28,7 +28,7 @@ SIGTERM / SIGINT save a checkpoint and exit (status 128 + signal number); a seco
 while stopping aborts at once without saving (one line, status 130).
 
 Before the first step the memory of one training step per replica is estimated
-(glcic_tf/memory.py) and compared with what each replica has; a step that would not fit is
+(glcic_tf/training/memory.py) and compared with what each replica has; a step that would not fit is
 refused, before anything is written, with exit status 3 and the flags that would fit
 (--accumulate N, keeping the global batch, or --batch-size). --accumulate auto picks the
 smallest N that fits; --no-memory-check skips the check. Exit status: 0 done, 1 error, 2 bad
@@ -42,6 +42,8 @@ import os
 import signal
 import sys
 
+from glcic_tf import console
+
 # Flag -> dotted config key. Every flag defaults to None (= keep the preset's value).
 OVERRIDES = {
     "image_size": ("data.image_size", int, "training crop side (multiple of 4)"),
@@ -54,7 +56,7 @@ OVERRIDES = {
     "mask_kind": ("masks.kind", str, "rect | freeform | mixed"),
     "freeform_ratio": ("masks.freeform_ratio", float, "share of free-form masks with mixed"),
     "mask_files": ("masks.mask_files", str, "glob of your own mask images (white = hole) or "
-                   "mask TFRecords, used with --mask-file-ratio > 0 (glcic_tf.mask_sets)"),
+                   "mask TFRecords, used with --mask-file-ratio > 0 (glcic_tf.data.mask_sets)"),
     "mask_file_ratio": ("masks.mask_file_ratio", float, "share of training examples whose mask "
                         "comes from --mask-files (the rest follow --mask-kind)"),
     "width": ("model.width", float, "channel multiplier (1.0 = the paper)"),
@@ -134,6 +136,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag, (key, help_) in BOOL_OVERRIDES.items():
         p.add_argument("--" + flag.replace("_", "-"), action=argparse.BooleanOptionalAction,
                        default=None, help=f"{help_} ({key})")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     if args.config and args.preset:
         p.error("give --config or --preset, not both")
@@ -169,9 +172,12 @@ def resolve_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf import memory, runs, train_lib, training
+    from glcic_tf.training import memory
+    from glcic_tf.training import runs
+    from glcic_tf.training import job as train_lib
+    from glcic_tf.training import trainer as trainer_lib
     from glcic_tf.config import ConfigError
-    from glcic_tf.data import CorruptDataError
+    from glcic_tf.data.shards import CorruptDataError
 
     try:
         config = resolve_config(args)
@@ -182,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
     init_from = args.init_from
     before_after = False
     if args.data is None and config.name == "demo":
-        from glcic_tf import shipped
+        from glcic_tf.inference import shipped
 
         try:
             init_from = init_from or shipped.version_dir()
@@ -215,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
     except memory.DoesNotFit as e:
         print(f"train.py: does not fit: {e}", file=sys.stderr)
         return memory.EXIT_DOES_NOT_FIT
-    except (training.TrainingError, FileNotFoundError, ValueError, CorruptDataError) as e:
+    except (trainer_lib.TrainingError, FileNotFoundError, ValueError, CorruptDataError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 1
     if result.interrupted_by is not None:
@@ -224,4 +230,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

@@ -17,6 +17,8 @@ import os
 import sys
 import tempfile
 
+from glcic_tf import console
+
 DEFAULT_STROKE = ("0.70,0.12", "0.67,0.30", "0.64,0.48", "0.61,0.62", "0.58,0.70", "0.56,0.74",
                   "0.60,0.76")
 
@@ -34,6 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--brush", type=int, default=60, help="brush size in screen px")
     p.add_argument("--out-dir", default="docs",
                    help="where ui_painted.png and ui_completed.png go (default: %(default)s)")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     try:
         args.stroke = [tuple(float(v) for v in point.split(",")) for point in args.stroke]
@@ -62,14 +65,18 @@ def main(args: argparse.Namespace) -> None:
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from glcic_tf import serving_app, serving_ui, shipped
+    from glcic_tf.inference import shipped
+    from glcic_tf.serving import page as serving_ui
+    from glcic_tf.serving.app import create_app
+    from glcic_tf.serving.manager import ModelManager
+    from glcic_tf.serving.model_config import ModelConfig
+    from glcic_tf.serving.server import serving_in_thread
 
     base_path = os.path.abspath(args.model) if args.model else shipped.model_path()
-    manager = serving_app.ModelManager([serving_app.ModelConfig("glcic", base_path)],
-                                       poll_wait_seconds=0)
+    manager = ModelManager([ModelConfig("glcic", base_path)], poll_wait_seconds=0)
     os.makedirs(args.out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, \
-            serving_app.serving_in_thread(serving_app.create_app(manager)) as url:
+            serving_in_thread(create_app(manager)) as url:
         image = os.path.abspath(args.image) if args.image else _default_photo(tmp)
         driver = serving_ui.headless_chromium(1280, 700)
         try:
@@ -109,4 +116,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main(console.parse_quietly(parse_args))

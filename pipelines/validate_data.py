@@ -4,7 +4,7 @@ First run (no --schema): infers schema.pbtxt from the data and tightens it to th
 contract (six features, one value each, 3 channels, sides >= --min-side, format jpeg/png, every
 image/encoded a decodable image). Later runs validate new data against that schema. With
 --compare, the second dataset is validated too and train-vs-val drift is reported separately.
-Details: `glcic_tf/validation.py`.
+Details: `glcic_tf/data/validation.py`.
 
 --data takes a dataset (its prefix DIR/NAME, or DIR/NAME-dataset_info.json): its train split
 is validated and compared with its val split, and --min-side defaults to the dataset's own. Globs
@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from glcic_tf import console
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Parses the script's flags; unknown flags are returned as Beam pipeline options."""
@@ -60,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                         help="do not compare a dataset's train split with its val split")
     parser.add_argument("--fail-on-drift", action="store_true",
                         help="exit 1 on drift between --data and --compare too")
+    console.add_verbose_flag(parser)
     args, beam_args = parser.parse_known_args(argv)
     if args.min_side is not None and args.min_side < 1:
         parser.error(f"--min-side must be >= 1, got {args.min_side}")
@@ -68,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
     args, beam_args = parsed
-    from glcic_tf import validation
+    from glcic_tf.data import validation
 
     try:
         result = validation.validate(args.data, args.out, schema_path=args.schema,
@@ -103,4 +106,4 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(console.parse_quietly(parse_args)))

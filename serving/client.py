@@ -23,7 +23,8 @@ import json
 import os
 import sys
 
-from glcic_tf import serving_client
+from glcic_tf import console
+from glcic_tf.serving import client as serving_client
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="print the model's signatures (REST)")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds per request (default: %(default)s)")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
 
     completing = any((args.image, args.mask, args.out))
@@ -99,4 +101,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main(console.parse_quietly(parse_args))

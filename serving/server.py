@@ -21,7 +21,10 @@ import argparse
 import os
 import sys
 
-from glcic_tf import serving_app
+from glcic_tf import console
+from glcic_tf.serving.app import DEFAULT_MAX_BODY_BYTES
+from glcic_tf.serving.model_config import ModelConfig, parse_model_config_file
+from glcic_tf.serving.server import ServerOptions, serve
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="seconds between scans of the base paths for new versions; 0 scans "
                         "once at start (default: %(default)s)")
-    p.add_argument("--max_body_bytes", type=int, default=serving_app.DEFAULT_MAX_BODY_BYTES,
+    p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help="larger request bodies are answered with 413 (default: %(default)s)")
     p.add_argument("--num_threads", "--rest_api_num_threads", dest="num_threads", type=int,
                    default=max(4, os.cpu_count() or 1),
@@ -65,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inbrowser", action="store_true",
                    help="open the completion page in the default web browser once the server "
                         "is up")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
 
     if bool(args.model_base_path) == bool(args.model_config_file):
@@ -90,13 +94,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     try:
         if args.model_config_file:
-            models = serving_app.parse_model_config_file(args.model_config_file)
+            models = parse_model_config_file(args.model_config_file)
         else:
-            models = [serving_app.ModelConfig(args.model_name,
-                                              os.path.abspath(args.model_base_path))]
+            models = [ModelConfig(args.model_name, os.path.abspath(args.model_base_path))]
     except ValueError as e:
         sys.exit(f"error: {e}")
-    options = serving_app.ServerOptions(
+    options = ServerOptions(
         models=tuple(models),
         rest_api_port=args.rest_api_port,
         rest_api_host=args.rest_api_host,
@@ -112,10 +115,10 @@ def main(args: argparse.Namespace) -> None:
         inbrowser=args.inbrowser,
     )
     try:
-        serving_app.serve(options)
+        serve(options)
     except OSError as e:  # the port is taken or the address is not ours
         sys.exit(f"error: {e.strerror or e}")
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main(console.parse_quietly(parse_args))

@@ -32,3 +32,30 @@ def _seeded():
 
     keras.utils.set_random_seed(SEED)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run directory of the tiny preset at width 1/16 (`helpers.runs.tiny_export_config`),
+    He-normal weights from seed 0, step `helpers.runs.STEP`. Shared by the whole session: read
+    it, never write into it. Returns (run_dir, config, model)."""
+    from helpers.runs import make_run_dir, tiny_export_config
+
+    run_dir = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    config, model = make_run_dir(run_dir, seed=0, config=tiny_export_config())
+    return run_dir, config, model
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_run, tmp_path_factory):
+    """`tiny_run` exported once per session to one TF Serving base path: version 1 float32,
+    version 2 bfloat16 (both with every signature). Read-only: copy the base path before adding
+    versions. Returns {"base", "fp32", "bf16", "run_dir", "config", "model"}."""
+    from glcic_tf.inference import export
+
+    run_dir, config, model = tiny_run
+    base = str(tmp_path_factory.mktemp("tiny_exports") / "glcic")
+    fp32 = export.export_from_run(run_dir, base)
+    bf16 = export.export_from_run(run_dir, base, precision="bfloat16")
+    return {"base": base, "fp32": fp32, "bf16": bf16, "run_dir": run_dir, "config": config,
+            "model": model}

@@ -27,6 +27,8 @@ import statistics
 import time
 from typing import Sequence
 
+from glcic_tf import console
+
 
 def matmul_gflops(n: int, dtype: str, runs: int, device: str | None = None) -> dict:
     """Median / min / max GFLOP/s of an n x n x n matmul in `dtype` (after one warm-up)."""
@@ -95,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="N = 1024, 3 runs")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     print(json.dumps(run(quick=args.quick), indent=2))
     return 0
 

@@ -5,18 +5,18 @@ outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
 
 * `keras_*`: `model(x, training=False)` inside a tf.function traced for the input's shape;
   `keras_bfloat16` is the model rebuilt under the "mixed_bfloat16" policy. The networks use
-  `glcic_tf.batch_norm.FusedBatchNormalization` (the default); `keras_float32_keras_batch_norm`
-  and `saved_model_complete_float32_keras_batch_norm` are the same weights with Keras' own
-  BatchNormalization, the A/B of issue 14.
+  `glcic_tf.networks.batch_norm.FusedBatchNormalization` (the default);
+  `keras_float32_keras_batch_norm` and `saved_model_complete_float32_keras_batch_norm` are the
+  same weights with Keras' own BatchNormalization, the A/B of issue 14.
 * `folded_*`: the same with batch norm folded into the convolutions
-  (`completion.FoldedNetwork`); `folded_bfloat16` is what bf16 exports and
-  `Completer(precision="bfloat16")` run: bf16 except `completion.BFLOAT16_FLOAT32_LAYERS`
+  (`folding.FoldedNetwork`); `folded_bfloat16` is what bf16 exports and
+  `Completer(precision="bfloat16")` run: bf16 except `folding.BFLOAT16_FLOAT32_LAYERS`
   (conv1, conv2, conv10, output_conv) in float32; `folded_bfloat16_all` is all bf16.
 * `saved_model`: the exported `complete` signature (export + `tf.saved_model.load`): float32
   is the Keras model, bfloat16 the folded network.
 * `completer`: `Completer.complete` on a uint8 image with 2-4 random holes (resizing checks,
   compositing, quantisation), without and with the paper's post-processing (OpenCV, and
-  in-graph: `glcic_tf.poisson`).
+  in-graph: `glcic_tf.inference.poisson`).
 * `postprocess_in_graph_only*`: `poisson.postprocess_image` alone (a tf.function; float32 for
   either network precision) on the random holes and on the centre hole; its time over the
   `complete` signature's of each precision is `in_graph_postprocess_overhead_pct`.
@@ -46,6 +46,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from glcic_tf import console
 
 GFLOP_512 = 260.0
 
@@ -114,7 +116,8 @@ def _psnr_by_seed(config, size: int, seeds=(0, 1, 2, 3)) -> dict:
     import keras
     import tensorflow as tf
 
-    from glcic_tf import completion, masks, models
+    from glcic_tf.data import masks
+    from glcic_tf.networks import folding, models
 
     rng = np.random.default_rng(0)
     image = rng.random((1, size, size, 3)).astype(np.float32)
@@ -127,7 +130,7 @@ def _psnr_by_seed(config, size: int, seeds=(0, 1, 2, 3)) -> dict:
         model = models.completion_network(config.model.width, config.model)
         he_normal_weights(model, seed=seed)
         want = model(inputs, training=False).numpy()
-        bf16 = completion.fold_batch_norm(model, "bfloat16")
+        bf16 = folding.fold_batch_norm(model, "bfloat16")
         out[f"seed{seed}"] = round(psnr(bf16(inputs).numpy(), want), 2)
     return out
 
@@ -141,7 +144,11 @@ def run(quick: bool = False) -> dict:
     import keras
     import tensorflow as tf
 
-    from glcic_tf import completion, export, masks, models, poisson
+    from glcic_tf.inference import export, files, postprocessing
+    from glcic_tf.inference.completer import Completer
+    from glcic_tf.data import masks
+    from glcic_tf.networks import folding, models
+    from glcic_tf.inference import poisson
     from glcic_tf.config import get_preset
 
     width = 0.25 if quick else 1.0
@@ -154,9 +161,9 @@ def run(quick: bool = False) -> dict:
     networks = {
         "keras_float32": fp32,
         "keras_bfloat16": export._bfloat16_copy(fp32, config),  # mixed_bfloat16 policy
-        "folded_float32": completion.fold_batch_norm(fp32, "float32"),
-        "folded_bfloat16": completion.fold_batch_norm(fp32, "bfloat16"),
-        "folded_bfloat16_all": completion.fold_batch_norm(fp32, "bfloat16", float32_layers=()),
+        "folded_float32": folding.fold_batch_norm(fp32, "float32"),
+        "folded_bfloat16": folding.fold_batch_norm(fp32, "bfloat16"),
+        "folded_bfloat16_all": folding.fold_batch_norm(fp32, "bfloat16", float32_layers=()),
         "keras_float32_keras_batch_norm": models.completion_network(width, config.model,
                                                                     batch_norm="keras"),
     }
@@ -173,7 +180,7 @@ def run(quick: bool = False) -> dict:
         "tensorflow": tf.__version__,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
         "gflop_at_512": GFLOP_512,
-        "bfloat16_float32_layers": list(completion.BFLOAT16_FLOAT32_LAYERS),
+        "bfloat16_float32_layers": list(folding.BFLOAT16_FLOAT32_LAYERS),
         "timing": f"median of {runs} runs after {warmup} warm-up runs, variants interleaved",
         "sizes": {},
     }
@@ -194,8 +201,8 @@ def run(quick: bool = False) -> dict:
             hole[:, q:size - q, q:size - q] = 1.0
             inputs = masks.network_inputs(tf.constant(image), tf.constant(hole), config.data)
             image_u8 = (rng.random((size, size, 3)) * 255).astype(np.uint8)
-            holes = completion.random_holes(size, size, np.random.default_rng(1),
-                                            hole_size=(size // 8, size // 4))
+            holes = files.random_holes(size, size, np.random.default_rng(1),
+                                       hole_size=(size // 8, size // 4))
             fns, outputs = {}, {}
             for name, model in networks.items():
                 fn = tf.function(lambda x, m=model: m(x, training=False))
@@ -207,12 +214,12 @@ def run(quick: bool = False) -> dict:
                 fns[f"saved_model_complete_{name}"] = (
                     lambda s=signature, a=args: s(**a)["completed"].numpy())
             for name in ("float32", "bfloat16"):
-                completer = completion.Completer.from_model(config, fp32, precision=name)
+                completer = Completer.from_model(config, fp32, precision=name)
                 for post, suffix in (("none", ""), ("opencv", "_postprocess"),
                                      ("in-graph", "_postprocess_in_graph")):
                     fns[f"completer_{name}{suffix}"] = (lambda c=completer, p=post: c.complete(
                         image_u8, holes, postprocess=p, maxdim=size))
-            fns["postprocess_only"] = lambda: completion.postprocess(image_u8, holes)
+            fns["postprocess_only"] = lambda: postprocessing.postprocess(image_u8, holes)
             # The in-graph post-processing alone (float32 whatever the network's precision),
             # on the random holes and on the centre hole of the network timings.
             in_graph = tf.function(poisson.postprocess_image)
@@ -264,7 +271,9 @@ def run(quick: bool = False) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (not figures)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     print(json.dumps(run(quick=args.quick), indent=2,
                      default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     return 0

@@ -1,4 +1,4 @@
-"""Benchmark: images/s delivered by the training input `glcic_tf.data.make_dataset`.
+"""Benchmark: images/s delivered by the training input `glcic_tf.data.input_pipeline.make_dataset`.
 
 Writes 4 TFRecord shards of 200 synthetic 384x512 JPEGs (smooth random fields plus grain,
 quality 90: photo-like sizes) into a temporary directory, builds `make_dataset` with the paper
@@ -7,8 +7,8 @@ at batch 32, and times a few hundred batches after a warm-up that fills the shuf
 Reports the median images/s of several repeats with min and max, once with AUTOTUNE
 parallelism (the default) and once with a fixed parallelism of 2 (this machine's cores).
 
-A training step of the paper's networks consumes about 0.65-1 image/s at 256x256 on a 2-core
-CPU, so the input must deliver well above 10 images/s there not to be the bottleneck.
+The input must deliver well above what a training step consumes (docs/training_speed.md gives
+the step's images/s per machine), or it becomes the bottleneck.
 
 Usage:
   python -m glcic_tf.benchmarks.input_pipeline            # 4 x 200 images, 3 x 100 batches
@@ -25,6 +25,8 @@ import statistics
 import tempfile
 import time
 from typing import Sequence
+
+from glcic_tf import console
 
 HEIGHT, WIDTH = 384, 512
 
@@ -46,7 +48,7 @@ def _write_shards(directory: str, num_shards: int, per_shard: int) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from glcic_tf import data
+    from glcic_tf.data import schema
 
     def feature(value):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
@@ -62,12 +64,12 @@ def _write_shards(directory: str, num_shards: int, per_shard: int) -> int:
             for i in range(per_shard):
                 encoded = tf.io.encode_jpeg(_photo(rng, HEIGHT, WIDTH), quality=90).numpy()
                 example = tf.train.Example(features=tf.train.Features(feature={
-                    data.FEATURE_ENCODED: feature(encoded),
-                    data.FEATURE_FORMAT: feature(b"jpeg"),
-                    data.FEATURE_HEIGHT: int_feature(HEIGHT),
-                    data.FEATURE_WIDTH: int_feature(WIDTH),
-                    data.FEATURE_CHANNELS: int_feature(3),
-                    data.FEATURE_KEY: feature(f"bench/{s}/{i}".encode()),
+                    schema.FEATURE_ENCODED: feature(encoded),
+                    schema.FEATURE_FORMAT: feature(b"jpeg"),
+                    schema.FEATURE_HEIGHT: int_feature(HEIGHT),
+                    schema.FEATURE_WIDTH: int_feature(WIDTH),
+                    schema.FEATURE_CHANNELS: int_feature(3),
+                    schema.FEATURE_KEY: feature(f"bench/{s}/{i}".encode()),
                 }))
                 writer.write(example.SerializeToString())
         total += os.path.getsize(path)
@@ -76,7 +78,7 @@ def _write_shards(directory: str, num_shards: int, per_shard: int) -> int:
 
 def _time(pattern: str, config, batch_size: int, parallel: int | None, warmup: int,
           batches: int, repeats: int) -> dict:
-    from glcic_tf import data
+    from glcic_tf.data import input_pipeline as data
 
     ds = data.make_dataset(pattern, config, batch_size=batch_size, num_parallel_calls=parallel)
     iterator = iter(ds)
@@ -138,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="2 shards x 50 images, 2 runs of 10 batches")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     print(json.dumps(run(quick=args.quick), indent=2))
 
 

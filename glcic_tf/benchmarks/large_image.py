@@ -1,7 +1,7 @@
 """Full-resolution completion of a large photo (`maxdim=0`): peak memory and time on CPU.
 
 A 4000x3000 photo (synthetic: smooth gradients plus texture, written as PNG) with one square
-hole is completed by `completion.complete_files` (what `pipelines/complete.py` runs: read the
+hole is completed by `files.complete_files` (what `pipelines/complete.py` runs: read the
 files, complete, post-process, write the PNG) with the full-width (width 1.0, the paper's)
 completion network, random He-normal weights (`benchmarks.completion.he_normal_weights`; the
 weights do not change memory or time). Each case runs in its own Python process, which reports
@@ -14,7 +14,7 @@ inflate each other's peaks:
 * `hole300_maxdim500`: the same with the default `maxdim=500` (whole image scaled down to
   500x375 and back up), for comparison.
 * `hole1100_maxdim0` (not with --quick): a 1100x1100 hole, one pass of ~1408x1408 px, close to
-  the default pixel budget (`completion.DEFAULT_REGION_PIXELS`): the most memory one pass takes
+  the default pixel budget (`regions.DEFAULT_REGION_PIXELS`): the most memory one pass takes
   with the defaults, since larger regions are tiled.
 
 Times: `cold_s` is the first `complete_files` call (tracing included, what one CLI run pays
@@ -40,6 +40,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from glcic_tf import console
 
 TARGET_PEAK_GIB = 4.0
 _GIB = 1024.0 ** 3
@@ -92,7 +94,11 @@ def _child(args: argparse.Namespace) -> dict:
     """One case in this process: build, complete, report peak memory and times."""
     import keras
 
-    from glcic_tf import completion, models
+    from glcic_tf.inference.completer import Completer
+    from glcic_tf.inference.files import complete_files
+    from glcic_tf.inference.images import HOLE_THRESHOLD, load_image, load_mask
+    from glcic_tf.inference.regions import plan_regions
+    from glcic_tf.networks import models
     from glcic_tf.benchmarks.completion import he_normal_weights
     from glcic_tf.config import get_preset
 
@@ -101,24 +107,24 @@ def _child(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(0)
     model = models.completion_network(config.model.width, config.model)
     he_normal_weights(model, seed=0)
-    completer = completion.Completer.from_model(config, model)
+    completer = Completer.from_model(config, model)
     build_s = time.perf_counter() - start
     result = {"case": args.case, "width": args.width, "maxdim": args.maxdim,
               "build_s": round(build_s, 2)}
     if args.case == "baseline":
-        image = completion.load_image(args.image)
-        mask = completion.load_mask(args.mask)
+        image = load_image(args.image)
+        mask = load_mask(args.mask)
         result["image_size"] = [int(image.shape[1]), int(image.shape[0])]
     else:
         out = os.path.join(os.path.dirname(args.image), f"out_{args.case}.png")
         start = time.perf_counter()
-        completion.complete_files(completer, args.image, args.mask, out, maxdim=args.maxdim)
+        complete_files(completer, args.image, args.mask, out, maxdim=args.maxdim)
         result["cold_s"] = round(time.perf_counter() - start, 2)
-        image = completion.load_image(args.image)
-        mask = completion.load_mask(args.mask)
-        hole = mask >= completion.HOLE_THRESHOLD
+        image = load_image(args.image)
+        mask = load_mask(args.mask)
+        hole = mask >= HOLE_THRESHOLD
         if args.maxdim == 0:
-            regions = completion.plan_regions(hole)
+            regions = plan_regions(hole)
             result["network_inputs"] = [list(t.input_size) for r in regions for t in r.tiles]
         start = time.perf_counter()
         completed = completer.complete(image, mask, maxdim=args.maxdim)
@@ -195,7 +201,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mask", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--maxdim", type=int, default=0, help=argparse.SUPPRESS)
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     if args.child:
         args.case = args.child
         print(json.dumps(_child(args)))

@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Sequence
 
+from glcic_tf import console
+
 SECTIONS = ("machine", "calibration", "input_pipeline", "make_tfrecords", "training",
             "train_memory", "completion", "large_image", "serving")
 
@@ -211,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run this benchmark section (default: describe the machine)")
     parser.add_argument("--quick", action="store_true", help="the section's quick version")
     parser.add_argument("--json-out", help="write the JSON here instead of printing it")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     if args.section is None:
         document = describe()
     else:

@@ -1,7 +1,7 @@
 """Benchmark: images/s of the images-to-TFRecords Beam pipeline (DirectRunner).
 
 Writes N synthetic 480x640 JPEGs (smooth gradients + noise, quality 90, ~100 KB: photo-like
-sizes) into a temporary directory and times `glcic_tf.tfrecords.run` end to end (pipeline
+sizes) into a temporary directory and times `glcic_tf.data.tfrecords.run` end to end (pipeline
 construction, decode, normalise, encode Examples, write shards and dataset_info.json). Reports
 the median of a few runs with min and max.
 
@@ -20,6 +20,8 @@ import statistics
 import tempfile
 import time
 from typing import Sequence
+
+from glcic_tf import console
 
 
 def _write_images(directory: str, n: int, height: int = 480, width: int = 640) -> int:
@@ -42,7 +44,7 @@ def _write_images(directory: str, n: int, height: int = 480, width: int = 640) -
 
 def run(quick: bool = False, pipeline_args: Sequence[str] = ()) -> dict:
     """Times the pipeline; returns images/s (median, min, max) and the set-up."""
-    from glcic_tf import tfrecords
+    from glcic_tf.data import tfrecords
 
     n = 30 if quick else 200
     repeats = 2 if quick else 3
@@ -83,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="30 images, 2 runs")
+    console.add_verbose_flag(parser)
     args, beam_args = parser.parse_known_args(argv)
+    console.quiet_libraries(args.verbose)
     print(json.dumps(run(quick=args.quick, pipeline_args=beam_args), indent=2))
 
 

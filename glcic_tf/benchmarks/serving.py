@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from glcic_tf import console
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIENTS = 8
 THROUGHPUT_SIZE = 256
@@ -189,9 +191,9 @@ def run(quick: bool = False) -> dict:
     """Measures the embedded server; returns the figures as a dict (see module docstring)."""
     import httpx
 
-    from glcic_tf import models
+    from glcic_tf.networks import models
     from glcic_tf.config import get_preset
-    from glcic_tf.export import export_saved_model
+    from glcic_tf.inference.export import export_saved_model
 
     seconds = 5.0 if quick else 30.0
     reps = 3 if quick else 5
@@ -226,7 +228,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 s of load, 3 repetitions")
+    console.add_verbose_flag(parser)
     args = parser.parse_args()
+    console.quiet_libraries(args.verbose)
     print(json.dumps(run(quick=args.quick), indent=2))
 
 

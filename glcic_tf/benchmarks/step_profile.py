@@ -53,8 +53,8 @@ class _GradientSink:
 def _forward_fn(trainer, phase: int):
     import tensorflow as tf
 
-    from glcic_tf import masks as masks_lib
-    from glcic_tf import training
+    from glcic_tf.data import masks as masks_lib
+    from glcic_tf.training import losses
 
     bn = trainer._bn_training
 
@@ -65,7 +65,7 @@ def _forward_fn(trainer, phase: int):
             completed = masks_lib.composite(out, data["image"], data["mask"])
             loss += tf.reduce_mean(trainer._d_losses(data, tf.stop_gradient(completed)))
             fake = trainer._d_logits(completed, data["local_offset"], training=bn)
-            loss += tf.reduce_mean(training.generator_gan_per_example(
+            loss += tf.reduce_mean(losses.generator_gan_per_example(
                 fake, trainer.glcic_config.loss.generator_gan))
         return loss
 
@@ -84,12 +84,12 @@ def time_split(trainer, phase: int, batch: dict, steps: int) -> dict:
     """Median seconds of input, forward, backward, optimizer and other (module docstring)."""
     import tensorflow as tf
 
-    from glcic_tf import training
+    from glcic_tf.training import inputs
 
     if phase not in (1, 3):
         raise ValueError(f"time_split covers phases 1 and 3, got {phase!r}")
     trainer.set_phase(phase)
-    ds = training.training_features(tf.data.Dataset.from_tensors(batch).repeat())
+    ds = inputs.training_features(tf.data.Dataset.from_tensors(batch).repeat())
     iterator = iter(ds)
     data = next(iterator)
     trainer.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # builds train_function
@@ -209,7 +209,7 @@ def conv_bound(trainer, phase: int, batch: dict, peak_gflop_per_s: float | None,
     """The step's convolutions alone: seconds, exact GFLOP and the ceiling they imply."""
     import tensorflow as tf
 
-    from glcic_tf import training
+    from glcic_tf.training import trainer as trainer_lib
 
     if phase not in (1, 3):
         raise ValueError(f"conv_bound covers phases 1 and 3, got {phase!r}")
@@ -221,8 +221,8 @@ def conv_bound(trainer, phase: int, batch: dict, peak_gflop_per_s: float | None,
     jobs = [(layer, x, 1, 1, 0 if i == 0 else 1) for i, (layer, x) in enumerate(
         zip(c_layers, _layer_inputs(c, c_layers, trainer._inputs(data))))]
     if phase == 3:
-        local = training.crop_local(data["image"], data["local_offset"],
-                                    trainer.glcic_config.masks.local_size)
+        local = trainer_lib.crop_local(data["image"], data["local_offset"],
+                                       trainer.glcic_config.masks.local_size)
         for branch, image in (("global_discriminator", data["image"]),
                               ("local_discriminator", local)):
             sub = trainer.discriminator.get_layer(branch)

@@ -1,7 +1,7 @@
-"""Training memory: measured peak of phase-3 steps against `glcic_tf.memory.estimate`.
+"""Training memory: measured peak of phase-3 steps against `glcic_tf.training.memory.estimate`.
 
 Each case runs in a fresh process (`--case SIZE,WIDTH,BATCH,PRECISION`): the paper preset at
-that crop size, width and batch, built by `training.build_trainer`, one warm-up `fit()` step of
+that crop size, width and batch, built by `trainer.build_trainer`, one warm-up `fit()` step of
 phase 3 (tracing included, as in training) and one more step, on an in-memory batch. The peak
 resident memory (VmHWM) of that process is the measurement; the JSON puts it beside the
 estimate and their ratio. The estimator's constants (`memory.ACTIVATION_BYTES`,
@@ -22,6 +22,8 @@ import subprocess
 import sys
 
 import numpy as np
+
+from glcic_tf import console
 
 CASES = ((128, 0.5, 8, "float32"), (128, 1.0, 4, "float32"), (256, 0.5, 4, "float32"),
          (256, 1.0, 2, "float32"), (256, 1.0, 2, "mixed_bfloat16"),
@@ -44,15 +46,17 @@ def measure_case(size: int, width: float, batch: int, precision: str) -> dict:
     import keras
     import tensorflow as tf
 
-    from glcic_tf import memory, training
+    from glcic_tf.training import memory
+    from glcic_tf.training import inputs
+    from glcic_tf.training import trainer as trainer_lib
     from glcic_tf.benchmarks import machine
     from glcic_tf.benchmarks.training import synthetic_batch
 
     config = case_config(size, width, batch, precision)
     keras.utils.set_random_seed(0)
-    trainer = training.build_trainer(config)
+    trainer = trainer_lib.build_trainer(config)
     before = machine.current_memory_mb()
-    ds = training.training_features(
+    ds = inputs.training_features(
         tf.data.Dataset.from_tensors(synthetic_batch(config, batch)).repeat())
     trainer.set_phase(3)
     trainer.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
@@ -68,7 +72,7 @@ def measure_case(size: int, width: float, batch: int, precision: str) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    from glcic_tf import memory
+    from glcic_tf.training import memory
 
     cases = QUICK_CASES if quick else CASES
     results = []
@@ -107,7 +111,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--case", help="SIZE,WIDTH,BATCH,PRECISION: measure one case here")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     if args.case:
         size, width, batch, precision = args.case.split(",")
         print("CASE " + json.dumps(measure_case(int(size), float(width), int(batch),

@@ -1,9 +1,9 @@
 """Training throughput: images/s of a phase-1 and a phase-3 step of the paper's networks.
 
 The paper preset at full width, 256x256 crops, batch 4 (`get_preset("paper")` with
-`schedule.batch_size` 4), built by `training.build_trainer` exactly as training does, fed an
+`schedule.batch_size` 4), built by `trainer.build_trainer` exactly as training does, fed an
 in-memory batch of smooth random images with one 96-128 px hole each (through
-`training.training_features`, so the step sees what `fit()` sees). For each precision and phase:
+`inputs.training_features`, so the step sees what `fit()` sees). For each precision and phase:
 one warm-up `fit()` step (tracing, allocation), then `steps` calls of the compiled
 `trainer.train_function`, each timed on its own (the step's loss is read back, so the time
 covers the whole step); figures are the median with min and max. `cores_used` (CPU seconds per
@@ -16,14 +16,15 @@ Phase 1 is also timed with `jit_compile=True` (XLA) in float32 unless --quick, a
 quality preset's own shape (`photos128`: 128 px, width 1/2, batch 16, harmonic residual) in
 float32 (`photos128_phase*` entries) unless --quick.
 
-Each case builds two trainers, one with the default `glcic_tf.batch_norm.FusedBatchNormalization`
-and one with Keras' own BatchNormalization (`batch_norm="keras"`), and times their steps
-alternately (A, B, A, B, ...), so load from other processes hits both alike: the entries are the
-fused trainer's, with `keras_batch_norm` and `speedup_over_keras_batch_norm` beside them. Each
-entry also holds `time_split` (input, forward, backward, optimizer, other: see
-`glcic_tf.benchmarks.step_profile`) and `conv_bound` (the step's convolution kernels timed alone:
-the fraction of the peak the step would reach if nothing else took time); an entry below its
-`target_fraction_of_peak` says what bounds it in `bounded_by`.
+Each case builds two trainers, one with the default
+`glcic_tf.networks.batch_norm.FusedBatchNormalization` and one with Keras' own BatchNormalization
+(`batch_norm="keras"`), and times their steps alternately (A, B, A, B, ...), so load from
+other processes hits both alike: the entries are the fused trainer's, with `keras_batch_norm`
+and `speedup_over_keras_batch_norm` beside them. Each entry also holds `time_split` (input,
+forward, backward, optimizer, other: see `glcic_tf.benchmarks.step_profile`) and `conv_bound`
+(the step's convolution kernels timed alone: the fraction of the peak the step would reach if
+nothing else took time); an entry below its `target_fraction_of_peak` says what bounds it in
+`bounded_by`.
 
 FLOP accounting (multiply-adds count 2): the completion network's forward pass costs about 65
 GFLOP per 256x256 image (260 GFLOP at 512x512). A phase-1 step is forward + backward: about
@@ -52,6 +53,8 @@ from typing import Sequence
 
 import numpy as np
 
+from glcic_tf import console
+
 GFLOP_PER_IMAGE_256 = {1: 195.0, 3: 265.0}
 TARGETS = {("float32", 3): 0.65, ("mixed_bfloat16", 3): 1.1}
 # Issue 14: phase-1 and phase-3 steps at this fraction of the calibrated matmul peak.
@@ -60,10 +63,10 @@ FRACTION_TARGETS = {"float32": 0.80, "mixed_bfloat16": 0.75}
 
 def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict:
     """A training batch (image, mask, local_offset) of smooth colour waves with rect holes."""
-    from glcic_tf import training
+    from glcic_tf.training import inputs
 
-    batch = training.synthetic_batch(config, batch_size, seed=seed)
-    return {k: batch[k] for k in training.TRAIN_FEATURES}
+    batch = inputs.synthetic_batch(config, batch_size, seed=seed)
+    return {k: batch[k] for k in inputs.TRAIN_FEATURES}
 
 
 def _cpu_seconds() -> float:
@@ -84,9 +87,9 @@ def _time_steps(trainers: dict, phase: int, batch: dict, steps: int) -> dict:
     """Times `steps` train_function calls per trainer, interleaved; returns {name: figures}."""
     import tensorflow as tf
 
-    from glcic_tf import training
+    from glcic_tf.training import inputs
 
-    ds = training.training_features(tf.data.Dataset.from_tensors(batch).repeat())
+    ds = inputs.training_features(tf.data.Dataset.from_tensors(batch).repeat())
     iterators, warmup = {}, {}
     for name, trainer in trainers.items():
         trainer.set_phase(phase)
@@ -132,7 +135,7 @@ def _time_variant(config, phase_list: Sequence[int], batch: dict, steps: int, *,
     """
     import keras
 
-    from glcic_tf import training
+    from glcic_tf.training import trainer as trainer_lib
     from glcic_tf.benchmarks import machine, step_profile
 
     machine.reset_peak_memory()
@@ -140,7 +143,7 @@ def _time_variant(config, phase_list: Sequence[int], batch: dict, steps: int, *,
     t0 = time.perf_counter()
     for batch_norm in ("fused", "keras") if ab else ("fused",):
         keras.utils.set_random_seed(0)
-        trainers[batch_norm] = training.build_trainer(config, batch_norm=batch_norm)
+        trainers[batch_norm] = trainer_lib.build_trainer(config, batch_norm=batch_norm)
     build_s = time.perf_counter() - t0
     batch_size = int(batch["image"].shape[0])
     out = {}
@@ -331,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="width 1/4, 128 px, batch 2, 2 steps (a smoke run, not figures)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    console.quiet_libraries(args.verbose)
     print(json.dumps(run(quick=args.quick), indent=2))
     return 0
 
