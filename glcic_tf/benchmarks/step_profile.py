@@ -17,7 +17,8 @@ shapes (forward, gradient wrt the input, gradient wrt the kernel; Conv2DTranspos
 adds them up as often as the step runs them. Its `fraction_of_peak_if_only_convolutions` is
 what the step would reach if everything else (batch norm, ReLU, losses, optimizer, the
 runtime) took no time: the ceiling the convolution kernels put on the step. It also counts the
-step's convolution FLOPs exactly (`counted_gflop_per_image`).
+step's convolution FLOPs exactly (`counted_gflop_per_image`); `step_gflop_per_image` makes the
+same count from the layer shapes alone, without running anything.
 
 Both run inside `glcic_tf.benchmarks.training` (`python pipelines/benchmark.py --only
 calibration,training`).
@@ -165,6 +166,54 @@ def _conv_flop(layer, x_shape) -> float:
     return 2.0 * b * -(-h // sh) * -(-w // sw) * kh * kw * cin * cout
 
 
+def _passes(network: str, index: int) -> tuple[int, int, int]:
+    """(forward, kernel-gradient, input-gradient) passes one training step makes through the
+    `index`-th convolution of the completion network or of a discriminator branch.
+
+    C (phases 1 and 3): one forward, one kernel gradient, one input gradient except for the
+    first layer (nothing needs the gradient wrt the network's input). D (phase 3): forward on
+    the real, the completed and the completed images again; D's step takes kernel and input
+    gradients of the real and completed passes (none wrt the images themselves), C's step the
+    input gradients of the last pass only (down to the completed image).
+    """
+    if network == "completion":
+        return 1, 1, 0 if index == 0 else 1
+    return 3, 2, 3 if index else 1
+
+
+def step_gflop_per_image(model_config, image_size: int, local_size: int, phase: int) -> float:
+    """GFLOP of one phase-1 or phase-3 training step's convolutions per image, counted from the
+    networks' layer shapes (built, never run) with `_passes`' multiplicities: the accounting
+    `conv_bound` times and the benchmark's fractions of peak divide by."""
+    import keras
+
+    from glcic_tf.networks import models
+
+    if phase not in (1, 3):
+        raise ValueError(f"step_gflop_per_image covers phases 1 and 3, got {phase!r}")
+    c, d = models.build_models(model_config, image_size, local_size)
+
+    def spec(model, size):
+        return keras.tree.map_structure(
+            lambda t: keras.KerasTensor((1, size, size) + tuple(t.shape[3:]), t.dtype),
+            model.input)
+
+    branches = [("completion", c, spec(c, image_size))]
+    if phase == 3:
+        for name, size in (("global_discriminator", image_size),
+                           ("local_discriminator", local_size)):
+            branch = d.get_layer(name)
+            branches.append(("discriminator", branch, spec(branch, size)))
+    flop = 0.0
+    for network, model, inputs in branches:
+        layers = _conv_layers(model)
+        probe = keras.Model(model.input, [layer.input for layer in layers])
+        specs = probe.compute_output_spec(inputs)
+        for i, (layer, spec) in enumerate(zip(layers, specs)):
+            flop += sum(_passes(network, i)) * _conv_flop(layer, spec.shape)
+    return flop / 1e9
+
+
 def _time_kernels(layer, x, runs: int) -> dict:
     """Best-of-`runs` seconds of forward, input-gradient and kernel-gradient of one layer."""
     import tensorflow as tf
@@ -218,7 +267,7 @@ def conv_bound(trainer, phase: int, batch: dict, peak_gflop_per_s: float | None,
     c = trainer.completion
     c_layers = _conv_layers(c)
     # (layer, input, forward passes, kernel-gradient passes, input-gradient passes) per step
-    jobs = [(layer, x, 1, 1, 0 if i == 0 else 1) for i, (layer, x) in enumerate(
+    jobs = [(layer, x, *_passes("completion", i)) for i, (layer, x) in enumerate(
         zip(c_layers, _layer_inputs(c, c_layers, trainer._inputs(data))))]
     if phase == 3:
         local = trainer_lib.crop_local(data["image"], data["local_offset"],
@@ -228,10 +277,7 @@ def conv_bound(trainer, phase: int, batch: dict, peak_gflop_per_s: float | None,
             sub = trainer.discriminator.get_layer(branch)
             d_layers = _conv_layers(sub)
             for i, (layer, x) in enumerate(zip(d_layers, _layer_inputs(sub, d_layers, image))):
-                # Forward on real, completed, completed again; D's step takes kernel and input
-                # gradients of the real and completed passes (none wrt the images); C's step
-                # takes input gradients of the last pass only (down to the completed image).
-                jobs.append((layer, x, 3, 2, 3 if i else 1))
+                jobs.append((layer, x, *_passes("discriminator", i)))
     seconds = {"forward": 0.0, "grad_input": 0.0, "grad_kernel": 0.0}
     gflop = 0.0
     for layer, x, n_fwd, n_kernel, n_input in jobs:

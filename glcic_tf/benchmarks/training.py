@@ -55,7 +55,6 @@ import numpy as np
 
 from glcic_tf import console
 
-GFLOP_PER_IMAGE_256 = {1: 195.0, 3: 265.0}
 TARGETS = {("float32", 3): 0.65, ("mixed_bfloat16", 3): 1.1}
 # Issue 14: phase-1 and phase-3 steps at this fraction of the calibrated matmul peak.
 FRACTION_TARGETS = {"float32": 0.80, "mixed_bfloat16": 0.75}
@@ -78,9 +77,13 @@ def _cpu_seconds() -> float:
 
 
 def gflop_per_image(phase: int, config) -> float:
-    """Approximate GFLOP of one training step per image (scaled by width^2 and pixel count)."""
-    scale = config.model.width ** 2 * (config.data.image_size / 256.0) ** 2
-    return GFLOP_PER_IMAGE_256[phase] * scale
+    """GFLOP of one phase-1 or phase-3 training step per image: its convolutions, counted from
+    the networks' layer shapes at the config's width, crop and local patch size
+    (`step_profile.step_gflop_per_image`; 194.5 and 256.1 at width 1, 256 px)."""
+    from glcic_tf.benchmarks import step_profile
+
+    return step_profile.step_gflop_per_image(config.model, config.data.image_size,
+                                             config.masks.local_size, phase)
 
 
 def _time_steps(trainers: dict, phase: int, batch: dict, steps: int) -> dict:
@@ -312,10 +315,11 @@ def run(quick: bool = False, peaks: dict | None = None) -> dict:
         "batch_size": config.schedule.batch_size,
         "timing": f"median of {steps} train_function calls after a warm-up fit() step, "
                   "the fused and Keras batch-norm trainers interleaved step by step",
-        "flop_accounting": "GFLOP per 256x256 image at width 1: phase 1 195 (3 x 65, forward "
-                           "+ backward of C), phase 3 265 (C and D); scaled by width^2 and "
-                           "pixel count. conv_bound.counted_gflop_per_image counts the step's "
-                           "convolutions exactly (achieved_gflop_per_s_counted uses it)",
+        "flop_accounting": "the step's convolutions counted from the layer shapes at the "
+                           "run's width and sizes (step_profile.step_gflop_per_image: per "
+                           "256x256 image at width 1, phase 1 194.5 = forward + both "
+                           "gradients of C less conv1's input gradient, phase 3 256.1 with "
+                           "D's passes); conv_bound.counted_gflop_per_image is the same count",
         "peaks_gflop_per_s": peaks,
         "peak_source": peak_source,
         "precisions": precisions,
