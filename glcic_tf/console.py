@@ -3,7 +3,8 @@
 Importing TensorFlow, Beam and TFDV prints about 15 lines before a command says anything:
 TensorFlow's C++ start-up log (oneDNN, CUDA stubs and factories, TF-TRT, "rebuild TensorFlow"
 with other compiler flags), google api_core's FutureWarnings about Python 3.11, TFDV's IPython
-notice, Keras' `shuffle=True` UserWarning for tf.data input. None of it is about the user's job.
+notice, Beam's python-snappy notice, TensorFlow's deprecation notices for calls TFDV makes,
+Keras' `shuffle=True` UserWarning for tf.data input. None of it is about the user's job.
 
 Every entry point (`pipelines/*.py`, `serving/*.py`, `python -m glcic_tf...` modules with a
 command line) offers `--verbose` and calls `quiet_libraries(verbose)` after parsing its flags and
@@ -14,7 +15,8 @@ before anything imports TensorFlow:
 * the known library warnings are filtered by category and message (never all warnings: a
   warning from glcic_tf or an unknown one still shows);
 * TFDV's IPython notice (written straight to stderr at import) is dropped from `sys.stderr`;
-* the `absl` logger, which TensorFlow routes its Python warnings through, shows errors only.
+* the `tensorflow`, `absl` and Beam's `apache_beam.io.tfrecordio` loggers show errors only
+  (TensorFlow's deprecation notices for calls TFDV makes, Beam's python-snappy notice).
 
 `--verbose` leaves all of it as the libraries print it. Nothing here runs at import time.
 """
@@ -41,6 +43,11 @@ _WARNINGS = (
 _STDERR_NOISE = (
     "Unable to import IPython",  # tensorflow_data_validation.utils.display_util
 )
+
+
+# Python loggers whose warnings are the libraries' own business: TensorFlow's deprecation and
+# retracing notices (TFDV calls deprecated TF APIs), Beam's python-snappy notice, absl.
+_QUIET_LOGGERS = ("absl", "tensorflow", "apache_beam.io.tfrecordio")
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -78,7 +85,8 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     if not isinstance(sys.stderr, _FilteredStream):
         sys.stderr = _FilteredStream(sys.stderr, _STDERR_NOISE)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def parse_quietly(parse_args, argv=None):

@@ -26,12 +26,12 @@ def restored(monkeypatch):
     TF_CPP_MIN_LOG_LEVEL and the absl logger's level are put back after the test."""
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     monkeypatch.setattr(sys, "stderr", sys.stderr)  # put back whatever quiet_libraries wraps
-    absl = logging.getLogger("absl")
-    level = absl.level
+    levels = {name: logging.getLogger(name).level for name in console._QUIET_LOGGERS}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield caught
-    absl.setLevel(level)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_quiet_hides_the_known_library_warnings_and_nothing_else(restored):
@@ -46,7 +46,9 @@ def test_quiet_hides_the_known_library_warnings_and_nothing_else(restored):
         "glcic_tf: something the user must see",
         "You are using a Python version: same text, another category"]
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
-    assert logging.getLogger("absl").level == logging.ERROR
+    for name in ("absl", "tensorflow", "apache_beam.io.tfrecordio"):
+        assert logging.getLogger(name).level == logging.ERROR
+    assert logging.getLogger("glcic_tf").getEffectiveLevel() <= logging.WARNING
 
 
 def test_quiet_drops_tfdv_notice_from_stderr_and_keeps_everything_else(restored, monkeypatch):
