@@ -5,7 +5,7 @@ Usage:
   # minute on the sample photos bundled with scikit-image, `demo` preset, all three phases.
   python pipelines/train.py
 
-  # The CPU preset that beats OpenCV on real photos (about 50 minutes on 2 cores); --data is
+  # The CPU preset that beats OpenCV on real photos (about an hour on 2 cores); --data is
   # the dataset make_tfrecords.py --output shards/photos wrote: its train split, its val split
   # (previews, learning curve) and its mean pixel value.
   python pipelines/train.py --preset photos128 --data shards/photos --out runs/p128

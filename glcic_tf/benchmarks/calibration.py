@@ -9,8 +9,7 @@ slow a run down, so the fastest one is the closest to what the hardware can do. 
 CPU without AVX512_BF16 / AMX is emulated and slow: it is still measured, and `bf16_native` says
 which case it is.
 
-On the reference machine (2 cores of an AMD EPYC with AVX512_BF16, shared) this gave about 213
-GFLOP/s float32 and 409 GFLOP/s bfloat16 at N = 4096.
+Measured peaks per machine are in docs/training_speed.md (the benchmark JSONs beside it).
 
 Usage:
   python -m glcic_tf.benchmarks.calibration            # N = 4096, 7 runs per dtype (~20 s)

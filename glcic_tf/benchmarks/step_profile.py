@@ -3,8 +3,9 @@
 `time_split(trainer, phase, batch, steps)` times, interleaved, four compiled functions of the
 same trainer on the same batch and reports medians:
 
-  input     `next()` on the step's input iterator (the in-memory batch `training.benchmark`
-            feeds; the decoding pipeline's own rate is the `input_pipeline` section);
+  input     `next()` on the step's input iterator (the in-memory batch that
+            `glcic_tf.benchmarks.training` feeds; the decoding pipeline's own rate is the
+            `input_pipeline` section);
   forward   the phase's forward passes and losses alone (phase 1: C; phase 3: C, D on the real
             and the completed images for D's step, D on the completed images again for C's);
   backward  `train_step` with both optimizers replaced by a sink that only reads one element

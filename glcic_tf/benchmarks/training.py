@@ -26,12 +26,12 @@ forward, backward, optimizer, other: see `glcic_tf.benchmarks.step_profile`) and
 nothing else took time); an entry below its `target_fraction_of_peak` says what bounds it in
 `bounded_by`.
 
-FLOP accounting (multiply-adds count 2): the completion network's forward pass costs about 65
-GFLOP per 256x256 image (260 GFLOP at 512x512). A phase-1 step is forward + backward: about
-3 x 65 = 195 GFLOP per image. A phase-3 step adds the context discriminator (real, completed and
-completed-again forward passes, two backward passes) for about 265 GFLOP per image. Achieved
-GFLOP/s = images/s x GFLOP per image, compared with the machine's matmul peak measured here
-(`calibration.matmul_gflops`, N = 2048). Targets (the project's): phase 3 >= 0.65 images/s in
+FLOP accounting (multiply-adds count 2): a step's convolutions counted from the networks' layer
+shapes at the run's width and sizes (`step_profile.step_gflop_per_image`: phase 1 is C's forward
+and both gradients, phase 3 adds the context discriminator's passes on the real and completed
+images; tested against Table 1 by hand). Achieved GFLOP/s = images/s x GFLOP per image,
+compared with the machine's matmul peak measured here (`calibration.matmul_gflops`, N = 2048).
+Targets (the project's): phase 3 >= 0.65 images/s in
 float32 and >= 1.1 images/s in mixed bfloat16 on the reference 2-core CPU; phases 1 and 3 at
 >= 0.80 of the float32 peak and >= 0.75 of the bfloat16 peak (issue 14). Measured figures and
 what bounds them: docs/training_speed.md.

@@ -95,7 +95,8 @@ def dataset(tmp_path_factory):
     for i in range(2):  # JPEG sources: kept as is, compared with tolerance only
         Image.fromarray(noise(140, 150, 200 + i)).save(str(src / f"photo_{i}.jpg"), quality=92)
     infos = [tfrecords.run([str(src / "*.png"), str(src / "*.jpg"), str(src / "img_0*.png")],
-                           str(root / f"out{r}" / "ds"), shards=3, val_fraction=0.3)
+                           str(root / f"out{r}" / "ds"), shards=3, val_fraction=0.3,
+                           key_root=str(src))  # keys (and the split) independent of tmp_path
              for r in range(2)]
     return {"root": root, "src": src, "arrays": arrays, "infos": infos}
 
@@ -106,7 +107,7 @@ def test_round_trip_pixels_and_features(dataset):
                 **read_examples(str(out / "ds-val-*.tfrecord"))}
     assert len(examples) == 14  # img_0*.png matched twice: written once
     for path, array in dataset["arrays"].items():
-        ex = examples[normalize.image_key(path)]
+        ex = examples[normalize.image_key(path, str(dataset["src"]))]
         assert (ex["format"], ex["channels"]) == ("png", 3)
         assert (ex["height"], ex["width"]) == array.shape[:2]
         np.testing.assert_array_equal(ex["pixels"], array)
@@ -114,7 +115,7 @@ def test_round_trip_pixels_and_features(dataset):
             assert ex["encoded"] == f.read()  # 8-bit RGB PNG: original bytes kept
     for i in range(2):
         path = str(dataset["src"] / f"photo_{i}.jpg")
-        ex = examples[normalize.image_key(path)]
+        ex = examples[normalize.image_key(path, str(dataset["src"]))]
         assert (ex["format"], ex["height"], ex["width"]) == ("jpeg", 140, 150)
 
 
@@ -155,7 +156,7 @@ def test_mean_pixel_matches_numpy(dataset):
     train_keys = set(read_examples(str(out / "ds-train-*.tfrecord")))
     sources = [str(p) for p in sorted(dataset["src"].iterdir())]
     train = [np.asarray(Image.open(p).convert("RGB")) for p in sources
-             if normalize.image_key(p) in train_keys]
+             if normalize.image_key(p, str(dataset["src"])) in train_keys]
     assert len(train) == len(train_keys)
     pixels = np.concatenate([a.reshape(-1, 3) for a in train]).astype(np.float64)
     info = datasets.read_dataset_info(str(out))
@@ -263,7 +264,8 @@ def test_multi_shard_dataset_read_back_in_full(tmp_path):
     pattern = _photos(tmp_path / "img", 14, seed=1)
     lines = []
     info = tfrecords.run([pattern], str(tmp_path / "out" / "ds"), shard_size_mb=0.1,
-                         val_fraction=0.25, progress_every=0.05, log=lines.append)
+                         val_fraction=0.25, progress_every=0.05, log=lines.append,
+                         key_root=str(tmp_path))  # the split does not depend on tmp_path
     files = {s: sorted(str(p) for p in (tmp_path / "out").glob(f"ds-{s}-*.tfrecord"))
              for s in ("train", "val")}
     assert info["num_shards"] == {s: len(files[s]) for s in files}
@@ -302,8 +304,10 @@ def test_two_datasets_in_one_folder_and_the_overwrite_refusal(tmp_path, capsys):
     out = tmp_path / "shards"
     red = _photos(tmp_path / "red", 4, seed=2, colour=(220, 20, 20))
     blue = _photos(tmp_path / "blue", 3, seed=3, colour=(20, 20, 220))
-    first = tfrecords.run([red], str(out / "urban"), shards=3, val_fraction=0.3)
-    tfrecords.run([blue], str(out / "bsd"), val_fraction=0.3)
+    # Keys relative to tmp_path: the hash split (which files are train) is the same every run.
+    first = tfrecords.run([red], str(out / "urban"), shards=3, val_fraction=0.3,
+                          key_root=str(tmp_path))
+    tfrecords.run([blue], str(out / "bsd"), val_fraction=0.3, key_root=str(tmp_path))
     assert sorted(p.name for p in out.glob("*.json")) == ["bsd-dataset_info.json",
                                                           "urban-dataset_info.json"]
     assert selections.select(str(out / "urban-train-*"), "train").mean_pixel[0] > 0.8
@@ -311,7 +315,7 @@ def test_two_datasets_in_one_folder_and_the_overwrite_refusal(tmp_path, capsys):
 
     cli = load_pipeline("make_tfrecords")
     argv = ["--input", blue, "--output", str(out / "urban"), "--progress-every", "0",
-            "--shards", "2"]
+            "--shards", "2", "--key-root", str(tmp_path)]
     capsys.readouterr()
     assert cli.main(cli.parse_args(argv)) == 2
     err = capsys.readouterr().err
