@@ -5,16 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glcic_tf import config as cfg
 from glcic_tf.data import augment, schema
 
-from helpers.data import as_numpy, assert_same, good_records
+from helpers.data import tiny_data_config, as_numpy, assert_same, good_records
 
 
 def config(**overrides):
-    values = {"data.deterministic": True, "data.shuffle_buffer": 8, "schedule.batch_size": 4}
-    values.update(overrides)
-    return cfg.get_preset("tiny").override(values)
+    return tiny_data_config(4, **overrides)
 
 
 @pytest.mark.parametrize("shape", [(48, 72), (90, 60), (50, 50)])

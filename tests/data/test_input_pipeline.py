@@ -5,19 +5,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glcic_tf import config as cfg
 from glcic_tf.data import input_pipeline as data
 from glcic_tf.data import shards as shards_lib
 
-from helpers.data import as_numpy, assert_same, write_corrupt_shards, write_photo_shards
+from helpers.data import (as_numpy, assert_same, tiny_data_config, write_corrupt_shards,
+                          write_photo_shards)
 
 NUM_SHARDS, PER_SHARD = 3, 6
 
 
 def config(**overrides):
-    values = {"data.deterministic": True, "data.shuffle_buffer": 8, "schedule.batch_size": 4}
-    values.update(overrides)
-    return cfg.get_preset("tiny").override(values)
+    return tiny_data_config(4, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ from glcic_tf.data import input_pipeline as data
 from glcic_tf.data import selections
 from glcic_tf.data import shards as shards_lib
 
-from helpers.data import write_corrupt_shards, write_photo_shards, write_records
+from helpers.data import tiny_data_config, write_corrupt_shards, write_photo_shards, write_records
 from helpers.datasets import write_two_datasets
 
 
 def config(**overrides):
-    values = {"data.deterministic": True, "data.shuffle_buffer": 8, "schedule.batch_size": 4}
-    values.update(overrides)
-    return cfg.get_preset("tiny").override(values)
+    return tiny_data_config(4, **overrides)
 
 
 def tiny(**overrides):
