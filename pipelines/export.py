@@ -42,9 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--preset", default="paper",
                         help="preset of the untrained export (only without --checkpoint; "
                              "default: paper)")
-    parser.add_argument("--fold-batch-norm", action="store_true", default=None,
-                        help="fold batch norm into the convolutions for float32 too (faster, "
-                             "~1e-5 rounding differences; bfloat16 always folds)")
+    parser.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="fold batch norm into the convolutions (default; faster, ~1e-5 "
+                             "rounding differences; float32 exports keep the Keras variables "
+                             "either way); --no-fold-batch-norm exports the network as it is")
     parser.add_argument("--maxdim", type=int, default=None,
                         help="serving_default scales the long side down to this (default: 500 "
                              "for the paper's 256 px crops, scaled with the training crop "

@@ -39,10 +39,17 @@ def tiny_run(tmp_path_factory):
     """A run directory of the tiny preset at width 1/16 (`helpers.runs.tiny_export_config`),
     He-normal weights from seed 0, step `helpers.runs.STEP`. Shared by the whole session: read
     it, never write into it. Returns (run_dir, config, model)."""
-    from helpers.runs import make_run_dir, tiny_export_config
+    from glcic_tf.training import runs
 
-    run_dir = str(tmp_path_factory.mktemp("tiny_run") / "run")
-    config, model = make_run_dir(run_dir, seed=0, config=tiny_export_config())
+    from helpers.runs import make_run_dir, tiny_export_config
+    from helpers.shared import built_once
+
+    with built_once(tmp_path_factory, "tiny_run") as (folder, build):
+        run_dir = str(folder / "run")
+        if build:
+            config, model = make_run_dir(run_dir, seed=0, config=tiny_export_config())
+        else:  # another xdist worker wrote it
+            config, model, _ = runs.load_completion_network(run_dir)
     return run_dir, config, model
 
 
@@ -53,9 +60,15 @@ def tiny_exports(tiny_run, tmp_path_factory):
     versions. Returns {"base", "fp32", "bf16", "run_dir", "config", "model"}."""
     from glcic_tf.inference import export
 
+    from helpers.shared import built_once
+
     run_dir, config, model = tiny_run
-    base = str(tmp_path_factory.mktemp("tiny_exports") / "glcic")
-    fp32 = export.export_from_run(run_dir, base)
-    bf16 = export.export_from_run(run_dir, base, precision="bfloat16")
+    with built_once(tmp_path_factory, "tiny_exports") as (folder, build):
+        base = str(folder / "glcic")
+        if build:
+            fp32 = export.export_from_run(run_dir, base)
+            bf16 = export.export_from_run(run_dir, base, precision="bfloat16")
+        else:  # another xdist worker wrote them
+            fp32, bf16 = (os.path.join(base, version) for version in ("1", "2"))
     return {"base": base, "fp32": fp32, "bf16": bf16, "run_dir": run_dir, "config": config,
             "model": model}

@@ -12,8 +12,11 @@ outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
   (`folding.FoldedNetwork`); `folded_bfloat16` is what bf16 exports and
   `Completer(precision="bfloat16")` run: bf16 except `folding.BFLOAT16_FLOAT32_LAYERS`
   (conv1, conv2, conv10, output_conv) in float32; `folded_bfloat16_all` is all bf16.
-* `saved_model`: the exported `complete` signature (export + `tf.saved_model.load`): float32
-  is the Keras model, bfloat16 the folded network.
+* `saved_model`: the exported `complete` signature (export + `tf.saved_model.load`) as
+  exported by default: batch norm folded (float32: live, from the Keras variables; bfloat16:
+  into bf16 kernels); `saved_model_complete_float32_unfolded` and
+  `saved_model_complete_float32_keras_batch_norm` are float32 exports without folding, with
+  the fused batch norm layer and with Keras' own.
 * `completer`: `Completer.complete` on a uint8 image with 2-4 random holes (resizing checks,
   compositing, quantisation), without and with the paper's post-processing (OpenCV, and
   in-graph: `glcic_tf.inference.poisson`).
@@ -191,8 +194,14 @@ def run(quick: bool = False) -> dict:
             path = export.export_saved_model(fp32, config, os.path.join(tmp, "glcic"),
                                              precision=precision)
             loaded[precision] = tf.saved_model.load(path)
+        # The float32 export folds batch norm (the default); the A/B without folding, with the
+        # fused layer and with Keras' own batch norm.
+        path = export.export_saved_model(fp32, config, os.path.join(tmp, "glcic_unfolded"),
+                                         precision="float32", fold_batch_norm=False)
+        loaded["float32_unfolded"] = tf.saved_model.load(path)
         path = export.export_saved_model(networks["keras_float32_keras_batch_norm"], config,
-                                         os.path.join(tmp, "glcic_keras_bn"), precision="float32")
+                                         os.path.join(tmp, "glcic_keras_bn"), precision="float32",
+                                         fold_batch_norm=False)
         loaded["float32_keras_batch_norm"] = tf.saved_model.load(path)
         for size in sizes:
             image = rng.random((1, size, size, 3)).astype(np.float32)

@@ -32,8 +32,13 @@ biases, float32 ones for the float32 layers, no float32 round trips around batch
 `fold_batch_norm=False` the network is rebuilt under Keras' "mixed_bfloat16" policy instead
 (bf16 compute, float32 variables; the float32 layers, with their batch norm and ReLU, get the
 "float32" policy) and the trained weights are copied over. `export.json` records
-`float32_layers` and every convolution's compute dtype (`layer_dtypes`). A float32 export is
-the Keras model itself unless `fold_batch_norm=True` (faster, ~1e-5 rounding differences).
+`float32_layers` and every convolution's compute dtype (`layer_dtypes`). A float32 export also
+folds batch norm by default, inside the graph: every call scales the Keras model's kernels and
+biases by its batch norms' inference-mode affine maps (a few million multiplies against the
+convolutions' billions), so the saved variables are the Keras model's, `train.py --init-from`
+reads them as before, and the convolutions run with bias and ReLU fused (0.81 -> 0.91 of the
+matmul peak at 512x512, docs/training_speed.md); outputs differ from the Keras model's by float
+rounding (~1e-5). `fold_batch_norm=False` exports the Keras model as it is.
 """
 
 from __future__ import annotations
@@ -189,7 +194,9 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
       maxdim: long side the serving signature scales images down to (None:
         `sizing.default_maxdim(config)`, the official 500 px scaled with the crop size).
       source: where the weights come from (for the model card).
-      fold_batch_norm: fold batch norm into the convolutions (default: only for bfloat16).
+      fold_batch_norm: fold batch norm into the convolutions (default True). float32 folds
+        inside the graph from the Keras variables (saved as a Keras export's are, so the
+        export can be trained from); bfloat16 folds into bf16 kernels and biases.
       float32_layers: with bfloat16, the convolutions that compute in float32; None =
         `folding.BFLOAT16_FLOAT32_LAYERS`, () = all bf16. Recorded in `export.json`.
       postprocess: "in-graph" (the paper's post-processing inside `serving_default` and
@@ -223,14 +230,17 @@ def export_saved_model(completion_model, config, base_path: str, *, version: int
     os.makedirs(base_path, exist_ok=True)
 
     if fold_batch_norm is None:
-        fold_batch_norm = precision == "bfloat16"
+        fold_batch_norm = True
     if float32_layers is None:
         float32_layers = default_float32_layers(precision)
     float32_layers = tuple(float32_layers) if precision == "bfloat16" else ()
     if fold_batch_norm:
         try:
+            # float32 folds live (from the Keras variables, which are what is saved, so the
+            # export stays trainable from); bfloat16 folds into bf16 copies.
             model = fold_batch_norm_fn(completion_model, precision,
-                                       float32_layers=float32_layers)
+                                       float32_layers=float32_layers,
+                                       live=precision == "float32")
         except ValueError as e:
             raise ExportError(str(e)) from e
     elif precision == "bfloat16":

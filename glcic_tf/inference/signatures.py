@@ -66,10 +66,10 @@ def build_module(model, config, maxdim: int, postprocess: str):
 
         def __init__(self):
             super().__init__(name="glcic")
-            if isinstance(model, FoldedNetwork):
+            if isinstance(model, FoldedNetwork) and model.source_model is None:
                 self.folded_variables = list(model.variables)  # tracked, so they are saved
-            else:
-                self.completion = model
+            else:  # a Keras model, or one folded live from its variables: saved as Keras's
+                self.completion = getattr(model, "source_model", None) or model
 
         @tf.function(input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),

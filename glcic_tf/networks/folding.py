@@ -49,14 +49,20 @@ class FoldedNetwork:
     """
 
     def __init__(self, model, compute_dtype: str = "float32",
-                 float32_layers: Sequence[str] = ()):
+                 float32_layers: Sequence[str] = (), live: bool = False):
         import keras
         import tensorflow as tf
 
         self.compute_dtype = tf.as_dtype(compute_dtype)
         if self.compute_dtype not in (tf.float32, tf.bfloat16):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
+        if live and self.compute_dtype != tf.float32:
+            raise ValueError("live folding is float32 only (bfloat16 folds into bf16 copies)")
         self.name = model.name
+        # live: fold inside every call from the Keras model's own variables (`source_model`),
+        # so a SavedModel of it saves the Keras variables, under the same names as the Keras
+        # model's export, and can be trained from; else folded copies (`variables`).
+        self.source_model = model if live else None
         self.variables = []
         self.layer_dtypes: dict[str, str] = {}
         self._steps = []  # (kind, attributes, kernel index, dtype) in call order
@@ -76,29 +82,17 @@ class FoldedNetwork:
             if isinstance(layer, keras.layers.ZeroPadding2D):
                 convs.append(["pad", None, None, {"padding": layer.padding}, layer.name])
             elif isinstance(layer, keras.layers.Conv2DTranspose):
-                kernel, bias = (w.numpy() for w in layer.weights)
-                convs.append(["deconv", kernel, bias, {"strides": layer.strides,
-                                                       "padding": layer.padding}, layer.name])
+                convs.append(["deconv", layer, None, {"strides": layer.strides,
+                                                      "padding": layer.padding}, layer.name])
             elif isinstance(layer, keras.layers.Conv2D):
-                kernel, bias = (w.numpy() for w in layer.weights)
-                convs.append(["conv", kernel, bias, {"strides": layer.strides,
-                                                     "padding": layer.padding,
-                                                     "dilation": layer.dilation_rate},
+                convs.append(["conv", layer, None, {"strides": layer.strides,
+                                                    "padding": layer.padding,
+                                                    "dilation": layer.dilation_rate},
                               layer.name])
             elif isinstance(layer, keras.layers.BatchNormalization):
-                if not convs or convs[-1][0] not in ("conv", "deconv"):
+                if not convs or convs[-1][0] not in ("conv", "deconv") or convs[-1][2]:
                     raise NotImplementedError(f"{layer.name}: batch norm not after a conv")
-                kind, kernel, bias, attrs, name = convs[-1]
-                var = layer.moving_variance.numpy()
-                scale = 1.0 / np.sqrt(var + layer.epsilon)
-                if layer.gamma is not None:
-                    scale = scale * layer.gamma.numpy()
-                shift = -layer.moving_mean.numpy() * scale
-                if layer.beta is not None:
-                    shift = shift + layer.beta.numpy()
-                # Output channels: last axis of a Conv2D kernel, axis 2 of a transposed one.
-                kernel = kernel * (scale if kind == "conv" else scale[:, None])
-                convs[-1] = [kind, kernel, bias * scale + shift, attrs, name]
+                convs[-1][2] = layer
             elif isinstance(layer, keras.layers.ReLU):
                 convs.append(["relu", None, None, {}, layer.name])
             elif isinstance(layer, keras.layers.Activation) and layer.name == "completion":
@@ -115,16 +109,23 @@ class FoldedNetwork:
             raise ValueError(f"float32_layers: {unknown} are not convolutions of {model.name} "
                              f"(it has {conv_names})")
         dtype = self.compute_dtype
-        for kind, kernel, bias, attrs, name in convs:
+        for kind, conv, norm, attrs, name in convs:
             index = None
-            if kernel is not None:
+            if kind in ("conv", "deconv"):
                 dtype = tf.float32 if name in float32_layers else self.compute_dtype
                 self.layer_dtypes[name] = dtype.name
                 index = len(self.variables)
-                self.variables.append(tf.Variable(kernel, dtype=dtype, trainable=False))
-                self.variables.append(tf.Variable(bias, dtype=dtype, trainable=False))
+                if live:
+                    self.variables.append((conv, norm))
+                else:
+                    kernel, bias = _folded(kind, conv, norm, np)
+                    self.variables.append(tf.Variable(kernel, dtype=dtype, trainable=False))
+                    self.variables.append(tf.Variable(bias, dtype=dtype, trainable=False))
             # Padding and activations run in the dtype of the convolution they belong to.
             self._steps.append((kind, attrs, index, dtype))
+        if live:
+            self._live = self.variables
+            self.variables = list(model.variables)
 
     def __call__(self, inputs, training: bool = False):
         """inputs: {"image": [B, H, W, 3], "mask": [B, H, W, 1]} -> [B, H, W, 3] float32."""
@@ -142,19 +143,20 @@ class FoldedNetwork:
                 (top, bottom), (left, right) = attrs["padding"]
                 x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
             elif kind == "conv":
-                x = tf.nn.convolution(x, self.variables[index], strides=attrs["strides"],
+                kernel, bias = self._kernel_bias(kind, index)
+                x = tf.nn.convolution(x, kernel, strides=attrs["strides"],
                                       padding=attrs["padding"].upper(),
                                       dilations=attrs["dilation"])
-                x = tf.nn.bias_add(x, self.variables[index + 1])
+                x = tf.nn.bias_add(x, bias)
             elif kind == "deconv":
-                kernel = self.variables[index]
+                kernel, bias = self._kernel_bias(kind, index)
                 shape = tf.shape(x)
                 sy, sx = attrs["strides"]
                 out_shape = tf.stack([shape[0], shape[1] * sy, shape[2] * sx,
                                       tf.shape(kernel)[2]])
                 x = tf.nn.conv2d_transpose(x, kernel, out_shape, strides=attrs["strides"],
                                            padding=attrs["padding"].upper())
-                x = tf.nn.bias_add(x, self.variables[index + 1])
+                x = tf.nn.bias_add(x, bias)
             elif kind == "relu":
                 x = tf.nn.relu(x)
             elif kind == "sigmoid":
@@ -163,6 +165,37 @@ class FoldedNetwork:
                 x = attrs["layer"]([image, tf.cast(x, tf.float32)])
         return tf.cast(x, tf.float32)
 
+    def _kernel_bias(self, kind: str, index: int):
+        """The folded kernel and bias of the convolution at `index`: stored, or (live) folded
+        now from the Keras layers' variables."""
+        import tensorflow as tf
+
+        if self.source_model is None:
+            return self.variables[index], self.variables[index + 1]
+        conv, norm = self._live[index]
+        return _folded(kind, conv, norm, tf)
+
+
+def _folded(kind: str, conv, norm, xp):
+    """Kernel and bias of `conv` with the inference-mode batch norm `norm` (or None) folded in.
+
+    `xp` is numpy (values now) or tensorflow (ops on the variables, for live folding); both
+    compute in float32 with the same operations, so the two foldings agree exactly.
+    """
+    value = (lambda v: v.numpy()) if xp is np else xp.convert_to_tensor
+    kernel, bias = value(conv.kernel), value(conv.bias)
+    if norm is None:
+        return kernel, bias
+    scale = 1.0 / xp.sqrt(value(norm.moving_variance) + np.float32(norm.epsilon))
+    if norm.gamma is not None:
+        scale = scale * value(norm.gamma)
+    shift = -value(norm.moving_mean) * scale
+    if norm.beta is not None:
+        shift = shift + value(norm.beta)
+    # Output channels: last axis of a Conv2D kernel, axis 2 of a transposed one.
+    kernel = kernel * (scale if kind == "conv" else scale[:, None])
+    return kernel, bias * scale + shift
+
 
 def default_float32_layers(compute_dtype: str) -> tuple[str, ...]:
     """The layers kept in float32 by default: `BFLOAT16_FLOAT32_LAYERS` for bfloat16, else ()."""
@@ -170,7 +203,7 @@ def default_float32_layers(compute_dtype: str) -> tuple[str, ...]:
 
 
 def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True,
-                    float32_layers: Sequence[str] | None = None):
+                    float32_layers: Sequence[str] | None = None, live: bool = False):
     """`FoldedNetwork` of a Keras completion network, or the Keras model if it cannot be folded.
 
     Args:
@@ -181,6 +214,8 @@ def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True
       float32_layers: with bfloat16, the convolutions (layer names) that compute in float32;
         None = `default_float32_layers(compute_dtype)` (`BFLOAT16_FLOAT32_LAYERS`), () = all
         bfloat16.
+      live: float32 only: fold inside every call from the Keras model's variables instead of
+        into copies (what float32 exports do, so their variables stay trainable).
 
     Returns:
       A callable `net(inputs, training=False)`; the Keras model itself (with a warning) when its
@@ -192,7 +227,7 @@ def fold_batch_norm(model, compute_dtype: str = "float32", *, check: bool = True
     if float32_layers is None:
         float32_layers = default_float32_layers(compute_dtype)
     try:
-        folded = FoldedNetwork(model, compute_dtype, float32_layers)
+        folded = FoldedNetwork(model, compute_dtype, float32_layers, live=live)
     except NotImplementedError as e:
         logging.getLogger(__name__).warning("batch norm not folded (%s); using the Keras model", e)
         return model

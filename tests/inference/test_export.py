@@ -1,5 +1,6 @@
-"""SavedModel export: layout, versions, assets, refusals, bf16 with and without folding, folded
-float32. (The signatures: test_signatures.py; the command line: tests/pipelines/test_export.py.)
+"""SavedModel export: layout, versions, assets, refusals, bf16 with and without folding, float32
+folded live (the Keras variables saved) and unfolded. (The signatures: test_signatures.py; the
+command line: tests/pipelines/test_export.py.)
 
 The exports under test are the session's `tiny_exports` (version 1 float32, version 2 bfloat16
 of `tiny_run`); tests that need another export write it to their own tmp_path.
@@ -15,7 +16,7 @@ import tensorflow as tf
 from glcic_tf.benchmarks.completion import psnr
 from glcic_tf.config import GLCICConfig
 from glcic_tf.inference import export, sizing
-from glcic_tf.networks import folding
+from glcic_tf.networks import folding, models
 
 from helpers.inference import keras_composite
 from helpers.runs import STEP
@@ -92,15 +93,30 @@ def test_bfloat16_export_without_folding_keeps_the_float32_layers(tiny_run, tmp_
                                   precision="bfloat16", float32_layers=("nope",))
 
 
-def test_float32_export_with_folded_batch_norm(tiny_run, tmp_path):
-    _, config, model = tiny_run
-    # Only the `complete` signature is checked: no in-graph post-processing (3x faster export).
-    path = export.export_saved_model(model, config, str(tmp_path / "folded"),
-                                     fold_batch_norm=True, postprocess="none")
-    loaded = tf.saved_model.load(path)
+def test_float32_export_folds_live_and_saves_the_keras_variables(tiny_exports, tmp_path):
+    model, config = tiny_exports["model"], tiny_exports["config"]
+    with open(os.path.join(tiny_exports["fp32"], "assets", "export.json")) as f:
+        assert json.load(f)["fold_batch_norm"] is True  # the default for float32 too
+    # The saved variables are the Keras network's (train.py --init-from reads them).
+    fresh = models.completion_network(config.model.width, config.model)
+    checkpoint = os.path.join(tiny_exports["fp32"], "variables", "variables")
+    status = tf.train.Checkpoint(completion=fresh).restore(checkpoint)
+    status.expect_partial().assert_nontrivial_match()
+    for want, got in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.path)
     rng = np.random.default_rng(2)
     image = rng.random((1, 32, 40, 3)).astype(np.float32)
     mask = np.zeros((1, 32, 40, 1), np.float32)
     mask[:, 8:24, 4:36] = 1.0
-    got = loaded.signatures["complete"](image=image, mask=mask)["completed"].numpy()
-    np.testing.assert_allclose(got, keras_composite(model, config, image, mask), atol=1e-4)
+    want = keras_composite(model, config, image, mask)
+    folded = tf.saved_model.load(tiny_exports["fp32"]).signatures["complete"]
+    got = folded(image=image, mask=mask)["completed"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # Without folding: the Keras model as it is (no post-processing: a 3x faster export).
+    path = export.export_saved_model(model, config, str(tmp_path / "unfolded"),
+                                     fold_batch_norm=False, postprocess="none")
+    with open(os.path.join(path, "assets", "export.json")) as f:
+        assert json.load(f)["fold_batch_norm"] is False
+    unfolded = tf.saved_model.load(path).signatures["complete"]
+    np.testing.assert_allclose(unfolded(image=image, mask=mask)["completed"].numpy(), want,
+                               atol=1e-5)

@@ -37,6 +37,33 @@ def test_folded_network_matches_the_keras_model(padding):
     assert psnr(bf16(x).numpy(), want) > 35
 
 
+def test_live_folding_equals_stored_folding_and_follows_the_keras_variables():
+    config = get_preset("tiny").override({"model.width": WIDTH})
+    model = models.completion_network(config.model.width, config.model)
+    he_normal_weights(model, seed=2)
+    rng = np.random.default_rng(1)
+    x = {"image": rng.random((1, 32, 40, 3)).astype(np.float32),
+         "mask": (rng.random((1, 32, 40, 1)) > 0.5).astype(np.float32)}
+    stored = folding.fold_batch_norm(model)
+    live = folding.fold_batch_norm(model, live=True)
+    assert live.source_model is model and stored.source_model is None
+    # Its variables are the Keras model's own (what a float32 export saves).
+    assert [v.path for v in live.variables] == [v.path for v in model.variables]
+    # The same float32 operations in numpy and in TensorFlow: the same kernels.
+    np.testing.assert_allclose(live(x).numpy(), stored(x).numpy(), rtol=0, atol=1e-6)
+    # Live: new Keras weights (moving statistics included) change the output with them.
+    he_normal_weights(model, seed=3)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+    want = model(x, training=False).numpy()
+    assert np.abs(want - stored(x).numpy()).max() > 0.01
+    np.testing.assert_allclose(live(x).numpy(), want, atol=1e-4)
+    with pytest.raises(ValueError, match="live folding is float32 only"):
+        folding.fold_batch_norm(model, "bfloat16", live=True)
+
+
 def test_fold_falls_back_to_keras_for_unknown_layers(caplog):
     image = keras.Input((None, None, 3), name="image")
     mask = keras.Input((None, None, 1), name="mask")
