@@ -210,8 +210,22 @@ def summarize(sections: dict) -> dict:
             s["completion_targets_512"] = dict(co["targets_512"])
             complete = latency.get("512", {}).get("saved_model_complete_float32", {})
             if complete.get("fraction_of_calibrated_peak") is not None:
-                s["completion_targets_512"]["complete_float32_ge_0.90_of_peak"] = (
-                    complete["fraction_of_calibrated_peak"] >= COMPLETION_FRACTION_TARGET)
+                met = complete["fraction_of_calibrated_peak"] >= COMPLETION_FRACTION_TARGET
+                s["completion_targets_512"]["complete_float32_ge_0.90_of_peak"] = met
+                bound = co.get("forward_conv_bound") or {}
+                if not met and bound.get("ceiling_fraction") is not None:
+                    slow = sorted(bound["layers"], key=lambda r: r["fraction_of_peak"])[:4]
+                    ceiling = bound["ceiling_fraction"]
+                    at_limit = ("no more than the whole network does: it runs at the kernels' "
+                                "limit" if ceiling <= complete["fraction_of_calibrated_peak"]
+                                else "the most the network could reach without faster kernels")
+                    s["completion_targets_512"]["bounded_by"] = (
+                        f"the convolution kernels: the network's convolutions alone at "
+                        f"{bound['size']} px take {bound['seconds']:.3f} s, "
+                        f"{ceiling:.2f} of the in-process matmul peak "
+                        f"({bound['matmul_peak_gflop_per_s_in_process']:.0f} GFLOP/s), "
+                        f"{at_limit}; slowest: "
+                        + ", ".join(f"{r['layer']} {r['fraction_of_peak']:.2f}" for r in slow))
     tm = _get(sections, "train_memory", "result")
     if tm:
         s["train_memory"] = {

@@ -23,6 +23,9 @@ outputs vary and the bf16/fp32 PSNR means something), at 256x256 and 512x512:
 * `postprocess_in_graph_only*`: `poisson.postprocess_image` alone (a tf.function; float32 for
   either network precision) on the random holes and on the centre hole; its time over the
   `complete` signature's of each precision is `in_graph_postprocess_overhead_pct`.
+* `forward_conv_bound`: the float32 network's convolutions (kernel + bias) timed alone at the
+  largest size, per layer and summed, and the fraction of the matmul peak (measured in the
+  same process) that sum allows: the ceiling of float32 completion without faster kernels.
 * PSNR of each variant's output against the Keras float32 model's (whole network output in
   [0, 1]), with random He-normal weights (seed 0; a trained network's PSNR may differ), and
   for the default bf16 network at 512x512 with weight seeds 0-3.
@@ -258,6 +261,13 @@ def run(quick: bool = False) -> dict:
             result["sizes"][str(size)] = entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # What bounds float32 completion: the convolution kernels alone at the largest size.
+    from glcic_tf.benchmarks import calibration, step_profile
+
+    peak = calibration.matmul_gflops(1024 if quick else 4096, "float32", 3)["gflop_per_s_max"]
+    result["forward_conv_bound"] = step_profile.forward_conv_bound(fp32, max(sizes), peak,
+                                                                   runs=runs)
+    result["forward_conv_bound"]["matmul_peak_gflop_per_s_in_process"] = peak
     if not quick:
         # The PSNR depends on the random weights: the default bf16 network for a few seeds.
         result["psnr_512_folded_bfloat16_by_weights_seed"] = _psnr_by_seed(config, 512)

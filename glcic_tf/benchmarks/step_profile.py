@@ -215,8 +215,42 @@ def step_gflop_per_image(model_config, image_size: int, local_size: int, phase: 
     return flop / 1e9
 
 
-def _time_kernels(layer, x, runs: int) -> dict:
-    """Best-of-`runs` seconds of forward, input-gradient and kernel-gradient of one layer."""
+def forward_conv_bound(model, size: int, peak_gflop_per_s: float | None,
+                       runs: int = 5) -> dict:
+    """The completion network's convolutions alone, forward, at `size` x `size` (batch 1).
+
+    Each Keras Conv2D / Conv2DTranspose (kernel and bias) runs alone on the input it sees in
+    the network, best of `runs`; their sum is the time a completion cannot beat without faster
+    kernels, and `ceiling_fraction` the fraction of the matmul peak it allows. `layers` lists
+    each one's GFLOP, milliseconds and fraction of the peak, so the slow ones are named.
+    """
+    import numpy as np
+
+    layers = _conv_layers(model)
+    rng = np.random.default_rng(0)
+    inputs = {"image": rng.random((1, size, size, 3)).astype(np.float32),
+              "mask": (rng.random((1, size, size, 1)) > 0.5).astype(np.float32)}
+    rows, seconds, gflop = [], 0.0, 0.0
+    for layer, x in zip(layers, _layer_inputs(model, layers, inputs)):
+        t = _time_kernels(layer, x, runs, kinds=("forward",))["forward"]
+        flop = _conv_flop(layer, x.shape) / 1e9
+        seconds += t
+        gflop += flop
+        rows.append({"layer": layer.name, "input": [int(d) for d in x.shape[1:]],
+                     "gflop": round(flop, 4), "ms": round(1e3 * t, 3),
+                     "fraction_of_peak": (round(flop / t / peak_gflop_per_s, 3)
+                                          if peak_gflop_per_s else None)})
+    out = {"size": size, "gflop": round(gflop, 3), "seconds": round(seconds, 4),
+           "gflop_per_s": round(gflop / seconds, 1), "layers": rows}
+    if peak_gflop_per_s:
+        out["ceiling_fraction"] = round(gflop / seconds / peak_gflop_per_s, 3)
+    return out
+
+
+def _time_kernels(layer, x, runs: int,
+                  kinds: tuple = ("forward", "grad_input", "grad_kernel")) -> dict:
+    """Best-of-`runs` seconds of forward, input-gradient and kernel-gradient (`kinds`) of one
+    layer."""
     import tensorflow as tf
 
     x = tf.convert_to_tensor(x)
@@ -244,6 +278,8 @@ def _time_kernels(layer, x, runs: int) -> dict:
            "grad_kernel": lambda: grad_kernel(x, dy)}
     out = {}
     for name, fn in fns.items():
+        if name not in kinds:
+            continue
         _read(fn())
         best = float("inf")
         for _ in range(runs):

@@ -115,14 +115,9 @@ def test_training_benchmark_batch_and_flops():
     assert np.all((batch["image"] >= 0) & (batch["image"] <= 1))
 
 
-def _table1_gflop(phase, size, local, width):
-    """A training step's convolution GFLOP per image from the paper's Table 1 by hand, not from
-    the model code: (kernel, in, out channels, output side) per layer, transposed convolutions
-    counted on their input side; channels times width (rounded), the 4 input (RGB + mask) and 3
-    output channels fixed. Passes per step: C forward + kernel gradient + input gradient (none
-    for conv1: nothing needs the gradient wrt the network's input); in phase 3, D forward on
-    real, completed and completed again, kernel gradients of two passes and input gradients of
-    three (the first layer: one, down to the completed image)."""
+def _table1_completion_gflop(size, width):
+    """One forward pass of each completion-network convolution at size x size (GFLOP, batch 1)
+    from Table 1 by hand (see `_table1_gflop`)."""
     def ch(c):
         return max(1, round(c * width))
 
@@ -138,6 +133,24 @@ def _table1_gflop(phase, size, local, width):
                    conv(3, ch(128), ch(128), s2),
                    conv(4, ch(128), ch(64), s2),  # deconv to size
                    conv(3, ch(64), ch(32), size), conv(3, ch(32), 3, size)]
+    return completion
+
+
+def _table1_gflop(phase, size, local, width):
+    """A training step's convolution GFLOP per image from the paper's Table 1 by hand, not from
+    the model code: (kernel, in, out channels, output side) per layer, transposed convolutions
+    counted on their input side; channels times width (rounded), the 4 input (RGB + mask) and 3
+    output channels fixed. Passes per step: C forward + kernel gradient + input gradient (none
+    for conv1: nothing needs the gradient wrt the network's input); in phase 3, D forward on
+    real, completed and completed again, kernel gradients of two passes and input gradients of
+    three (the first layer: one, down to the completed image)."""
+    def ch(c):
+        return max(1, round(c * width))
+
+    def conv(k, cin, cout, side):
+        return 2.0 * k * k * cin * cout * side * side / 1e9
+
+    completion = _table1_completion_gflop(size, width)
     total = 3 * sum(completion) - completion[0]
     if phase == 3:
         branches = ((size, (64, 128, 256, 512, 512, 512)), (local, (64, 128, 256, 512, 512)))
@@ -200,3 +213,49 @@ def test_step_profile_time_split_and_conv_bound_on_a_tiny_trainer():
     deconv.build((1, 4, 4, 8))
     assert step_profile._conv_flop(conv, (1, 8, 8, 4)) == 2 * 4 * 4 * 9 * 4 * 16
     assert step_profile._conv_flop(deconv, (1, 4, 4, 8)) == 2 * 4 * 4 * 16 * 8 * 3
+
+
+def test_forward_conv_bound_times_every_completion_convolution():
+    from glcic_tf.benchmarks import step_profile
+    from glcic_tf.networks import models
+
+    config = get_preset("tiny").override({"model.width": 1 / 16})
+    model = models.completion_network(config.model.width, config.model)
+    bound = step_profile.forward_conv_bound(model, 32, peak_gflop_per_s=50.0, runs=1)
+    names = [name for name, *_ in models.COMPLETION_LAYERS if "conv" in name]
+    assert [r["layer"] for r in bound["layers"]] == names
+    want = _table1_completion_gflop(32, 1 / 16)
+    assert [r["gflop"] for r in bound["layers"]] == pytest.approx(want, abs=1e-4)
+    assert bound["gflop"] == pytest.approx(sum(want), abs=1e-3)
+    assert bound["seconds"] == pytest.approx(sum(r["ms"] for r in bound["layers"]) / 1e3,
+                                             abs=1e-3)
+    assert bound["ceiling_fraction"] == pytest.approx(
+        bound["gflop_per_s"] / 50.0, abs=2e-3)
+    assert [r["input"] for r in bound["layers"]][:2] == [[32, 32, 4], [32, 32, 4]]
+
+
+def test_summary_says_what_bounds_a_missed_completion_target():
+    cli = _benchmark_cli()
+    layers = [{"layer": "conv5", "fraction_of_peak": 0.9},
+              {"layer": "output_conv", "fraction_of_peak": 0.08},
+              {"layer": "conv10", "fraction_of_peak": 0.5}]
+    sections = {
+        "calibration": {"result": {"peak_gflop_per_s": {"cpu_float32": 400.0}}},
+        "completion": {"result": {
+            "sizes": {"512": {"saved_model_complete_float32": {
+                "median_s": 0.75, "min_s": 0.7, "max_s": 0.8, "gflop_per_s": 340.0}}},
+            "targets_512": {"fp32_le_1.35_s": True},
+            "forward_conv_bound": {"size": 512, "seconds": 0.8, "ceiling_fraction": 0.81,
+                                   "matmul_peak_gflop_per_s_in_process": 401.0,
+                                   "layers": layers}}},
+    }
+    targets = cli.summarize(sections)["completion_targets_512"]
+    assert targets["complete_float32_ge_0.90_of_peak"] is False  # 340 / 400 = 0.85
+    assert targets["bounded_by"].startswith("the convolution kernels")
+    assert "0.81 of the in-process matmul peak (401 GFLOP/s), no more than the whole " \
+           "network does: it runs at the kernels' limit" in targets["bounded_by"]
+    assert targets["bounded_by"].endswith("slowest: output_conv 0.08, conv10 0.50, conv5 0.90")
+    sections["completion"]["result"]["sizes"]["512"]["saved_model_complete_float32"][
+        "gflop_per_s"] = 380.0
+    targets = cli.summarize(sections)["completion_targets_512"]
+    assert targets["complete_float32_ge_0.90_of_peak"] is True and "bounded_by" not in targets

@@ -137,3 +137,33 @@ def test_in_graph_postprocessing_matches_opencv_on_real_photos(completer):
     assert abs(np.mean(l1["in-graph"]) - np.mean(l1["opencv"])) < 1.0, l1
     assert abs(np.mean(psnr["in-graph"]) - np.mean(psnr["opencv"])) < 0.3, psnr
     assert np.median(between) > 30, between
+
+
+@pytest.mark.slow  # an export of the photos128 network: ~20 s
+def test_a_batch_norm_folded_re_export_completes_like_the_shipped_model(version_dir, tmp_path):
+    """Float32 exports fold batch norm by default since the shipped version was written
+    (without folding): its trained weights (real moving statistics, the harmonic fill and
+    residual output) re-exported the new way give the same completion within float rounding,
+    and the re-export's variables are the shipped ones."""
+    from glcic_tf.inference import export
+    from glcic_tf.networks import models
+
+    config = GLCICConfig.load(os.path.join(version_dir, "assets", "config.json"))
+    model = models.completion_network(config.model.width, config.model)
+    status = tf.train.Checkpoint(completion=model).restore(
+        os.path.join(version_dir, "variables", "variables"))
+    status.expect_partial().assert_nontrivial_match()
+    path = export.export_saved_model(model, config, str(tmp_path / "glcic"),
+                                     step=config.schedule.total_steps, postprocess="none")
+    with open(os.path.join(path, "assets", "export.json")) as f:
+        assert json.load(f)["fold_batch_norm"] is True
+    image = _sample_photo()[:160, :212].astype(np.float32)[None] / 255.0
+    mask = np.zeros((1, 160, 212, 1), np.float32)
+    mask[:, 40:100, 60:124] = 1.0
+    shipped_out = tf.saved_model.load(version_dir).signatures["complete"](
+        image=image, mask=mask)["completed"].numpy()
+    folded_out = tf.saved_model.load(path).signatures["complete"](
+        image=image, mask=mask)["completed"].numpy()
+    assert np.abs(shipped_out - image)[mask[..., 0] > 0].mean() > 0.02  # a real completion
+    np.testing.assert_allclose(folded_out, shipped_out, atol=1e-4)
+    assert (np.round(folded_out * 255) == np.round(shipped_out * 255)).mean() > 0.999
