@@ -255,16 +255,16 @@ def main(parsed: tuple[argparse.Namespace, list[str]]) -> int:
         sheet_file = f"quality_check_{name}.png"
         shutil.copyfile(sheet, os.path.join(results_dir, sheet_file))
     curve_file = None
-    from glcic_tf.evaluation import curve as eval_curve
+    from glcic_tf.evaluation import curve as learning_curve
 
-    points = eval_curve.read_curve(os.path.join(run_dir, eval_curve.CURVE_NAME))
+    points = learning_curve.read_curve(os.path.join(run_dir, learning_curve.CURVE_NAME))
     if points:
         results_dir = os.path.dirname(os.path.abspath(args.results))
         os.makedirs(results_dir, exist_ok=True)
         curve_file = f"quality_check_{name}_curve.png"
-        eval_curve.plot_curve(points, os.path.join(results_dir, curve_file),
-                              title=f"{name}: {points[-1]['images']} held-out crops, "
-                                    f"rectangles and free-form holes")
+        learning_curve.plot_curve(points, os.path.join(results_dir, curve_file),
+                                  title=f"{name}: {points[-1]['images']} held-out crops, "
+                                        f"rectangles and free-form holes")
     text = section(report, name=name, command=command, train_seconds=train_seconds,
                    sheet_file=sheet_file, curve_file=curve_file)
     update_results(args.results, name, text)

@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from glcic_tf.evaluation import curve as eval_curve
+    from glcic_tf.evaluation import curve as learning_curve
     from glcic_tf.evaluation import evaluate as evaluation
     from glcic_tf.evaluation.report import format_table
     from glcic_tf.inference import export
@@ -61,10 +61,10 @@ def main(args: argparse.Namespace) -> int:
     report = evaluation.evaluate(version_dir, args.data, os.path.join(args.out, "eval"),
                                  masks_per_image=args.masks_per_image, postprocess="both",
                                  contact_rows=0)
-    curve_file = os.path.join(args.run, eval_curve.CURVE_NAME)
-    curve = eval_curve.read_curve(curve_file)
+    curve_file = os.path.join(args.run, learning_curve.CURVE_NAME)
+    curve = learning_curve.read_curve(curve_file)
     if curve:
-        shutil.copyfile(curve_file, os.path.join(args.out, eval_curve.CURVE_NAME))
+        shutil.copyfile(curve_file, os.path.join(args.out, learning_curve.CURVE_NAME))
     machine = args.machine or f"{platform.processor() or platform.machine()}, " \
                               f"{os.cpu_count()} cores"
     with open(os.path.join(version_dir, "assets", "export.json")) as f:

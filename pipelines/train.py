@@ -174,7 +174,7 @@ def resolve_config(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from glcic_tf.training import memory
     from glcic_tf.training import runs
-    from glcic_tf.training import job as train_lib
+    from glcic_tf.training import job
     from glcic_tf.training import trainer as trainer_lib
     from glcic_tf.config import ConfigError
     from glcic_tf.data.shards import CorruptDataError
@@ -204,15 +204,15 @@ def main(args: argparse.Namespace) -> int:
               f"'photos/**/*.jpg' --output shards/photos --val-fraction 0.1, then python "
               f"pipelines/train.py --preset photos128 --data shards/photos",
               flush=True)
-    options = train_lib.TrainOptions(config=config, run_dir=run_dir, data=args.data,
-                                     val_data=args.val_data, strategy=args.strategy,
-                                     validate=args.validate, export=args.export,
-                                     init_from=init_from, start_phase=args.start_phase,
-                                     before_after=before_after, memory_check=args.memory_check,
-                                     accumulate_auto=args.accumulate == "auto",
-                                     mean_pixel_explicit=bool(args.mean_pixel or args.config))
+    options = job.TrainOptions(config=config, run_dir=run_dir, data=args.data,
+                               val_data=args.val_data, strategy=args.strategy,
+                               validate=args.validate, export=args.export,
+                               init_from=init_from, start_phase=args.start_phase,
+                               before_after=before_after, memory_check=args.memory_check,
+                               accumulate_auto=args.accumulate == "auto",
+                               mean_pixel_explicit=bool(args.mean_pixel or args.config))
     try:
-        result = train_lib.train(options)
+        result = job.train(options)
     except KeyboardInterrupt:  # a second SIGINT / SIGTERM while stopping, or Ctrl-C before
         print(f"train.py: interrupted; stopped without saving (checkpoints already in "
               f"{runs.checkpoint_dir(run_dir)} are intact: re-run the same command to resume)",

@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     from glcic_tf.inference import shipped
-    from glcic_tf.serving import page as serving_ui
+    from glcic_tf.serving import page as ui_page
     from glcic_tf.serving.app import create_app
     from glcic_tf.serving.manager import ModelManager
     from glcic_tf.serving.model_config import ModelConfig
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, \
             serving_in_thread(create_app(manager)) as url:
         image = os.path.abspath(args.image) if args.image else _default_photo(tmp)
-        driver = serving_ui.headless_chromium(1280, 700)
+        driver = ui_page.headless_chromium(1280, 700)
         try:
             wait = WebDriverWait(driver, 120, poll_frequency=0.05)
             driver.get(f"{url}/ui?model=glcic")

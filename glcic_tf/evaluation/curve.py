@@ -56,13 +56,13 @@ class HeldOutScorer:
     """Scores a completion network on fixed held-out crops and holes (see the module docstring)."""
 
     def __init__(self, pattern, config, num_images: int, batch_size: int = 16):
-        from glcic_tf.data import input_pipeline as data_lib
+        from glcic_tf.data import input_pipeline
 
         self.config = config
         self.batches = []  # (kind, truth float32, truth uint8, mask float32)
         for kind in KINDS:
-            ds = data_lib.make_eval_dataset(pattern, config, mask_kind=kind, seed=0,
-                                            batch_size=batch_size)
+            ds = input_pipeline.make_eval_dataset(pattern, config, mask_kind=kind, seed=0,
+                                                  batch_size=batch_size)
             taken = 0
             for batch in ds:
                 n = min(int(batch["image"].shape[0]), num_images - taken)

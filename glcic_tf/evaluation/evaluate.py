@@ -192,7 +192,7 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     import tensorflow as tf
 
     from glcic_tf.inference import postprocessing
-    from glcic_tf.data import input_pipeline as data_lib
+    from glcic_tf.data import input_pipeline
     from glcic_tf.data import masks as masks_lib
     from glcic_tf.data import selections, shards
 
@@ -249,9 +249,9 @@ def evaluate(model_path: str, data_pattern: str | Sequence[str] | None, out_dir:
     for kind in kinds:
         for index in range(masks_per_image):
             try:
-                ds = data_lib.make_eval_dataset(files, config, mask_kind=kind,
-                                                seed=mask_seed(seed, index),
-                                                batch_size=batch_size)
+                ds = input_pipeline.make_eval_dataset(files, config, mask_kind=kind,
+                                                      seed=mask_seed(seed, index),
+                                                      batch_size=batch_size)
             except (ValueError, FileNotFoundError) as e:
                 raise EvaluationError(f"{kind} masks: {e}") from e
             taken = 0

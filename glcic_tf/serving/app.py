@@ -209,17 +209,17 @@ def create_app(manager: ModelManager, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     if ui:
         from starlette.responses import RedirectResponse
 
-        from glcic_tf.serving import page as serving_ui
+        from glcic_tf.serving import page as ui_page
 
         names = list(manager.models)
 
         async def page(request):
-            return serving_ui.page_response(names)
+            return ui_page.page_response(names)
 
         async def to_page(request):
-            return RedirectResponse(serving_ui.UI_PATH)
+            return RedirectResponse(ui_page.UI_PATH)
 
-        routes += [Route(serving_ui.UI_PATH, page, methods=["GET", "HEAD"]),
+        routes += [Route(ui_page.UI_PATH, page, methods=["GET", "HEAD"]),
                    Route("/", to_page, methods=["GET", "HEAD"])]
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
     routes.append(Route("/{path:path}", handle, methods=methods))

@@ -109,11 +109,11 @@ def serve(options: ServerOptions) -> None:
     logger.info("Serving %s on http://%s:%d/v1/models/...",
                 ", ".join(m.name for m in options.models), options.rest_api_host, port)
     if options.ui:
-        from glcic_tf.serving import page as serving_ui
+        from glcic_tf.serving import page as ui_page
 
-        logger.info("Completion page: %s", serving_ui.page_url(options.rest_api_host, port))
+        logger.info("Completion page: %s", ui_page.page_url(options.rest_api_host, port))
         if options.inbrowser:
-            serving_ui.open_in_browser_when_up(options.rest_api_host, port)
+            ui_page.open_in_browser_when_up(options.rest_api_host, port)
     server = uvicorn.Server(uvicorn.Config(
         app, host=options.rest_api_host, port=port, log_level=options.log_level,
         access_log=options.access_log, timeout_graceful_shutdown=5))

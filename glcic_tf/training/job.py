@@ -15,7 +15,7 @@ import time
 
 import tensorflow as tf
 
-from glcic_tf.data import input_pipeline as data_lib
+from glcic_tf.data import input_pipeline
 from glcic_tf.data import datasets
 from glcic_tf.data import selections, shards
 from glcic_tf.training import distribute, loop, runs
@@ -116,7 +116,7 @@ def dataset_mean_pixel(config: GLCICConfig, data: ResolvedData, log=print, *,
 
 def _preview_batch(config: GLCICConfig, pattern: str) -> dict | None:
     try:
-        ds = data_lib.make_eval_dataset(pattern, config, batch_size=4)
+        ds = input_pipeline.make_eval_dataset(pattern, config, batch_size=4)
         return next(iter(ds.take(1)))
     except (StopIteration, FileNotFoundError, tf.errors.OpError):
         return None
@@ -245,7 +245,7 @@ def train(options: TrainOptions) -> loop.TrainingResult:
         print(f"glcic_tf: data validation passed (report: {result.html_path})", flush=True)
 
     def dataset_fn(ctx=None):
-        return data_lib.make_dataset(train_pattern, config, training=True, input_context=ctx)
+        return input_pipeline.make_dataset(train_pattern, config, training=True, input_context=ctx)
 
     preview = _preview_batch(config, val_pattern or train_pattern)
     t0 = time.perf_counter()

@@ -148,10 +148,10 @@ def _run(config, run_dir, train_dataset_fn, strategy, preview_batch, init_fn, st
     writer = tf.summary.create_file_writer(os.path.join(runs.log_dir(write_dir), "train"))
     curve = None
     if chief and eval_pattern and config.schedule.eval_every:
-        from glcic_tf.evaluation import curve as eval_curve
+        from glcic_tf.evaluation import curve as learning_curve
 
-        scorer = eval_curve.HeldOutScorer(eval_pattern, config, config.schedule.eval_images)
-        curve = eval_curve.CurveLog(run_dir, scorer, writer)
+        scorer = learning_curve.HeldOutScorer(eval_pattern, config, config.schedule.eval_images)
+        curve = learning_curve.CurveLog(run_dir, scorer, writer)
         print(f"glcic_tf: learning curve every {config.schedule.eval_every} steps on "
               f"{scorer.num_images} held-out crops of {eval_pattern} -> {curve.path}", flush=True)
     callback = StepCallback(step=step, manager=manager, config=config, writer=writer,

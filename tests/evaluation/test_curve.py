@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glcic_tf.evaluation import curve as eval_curve
+from glcic_tf.evaluation import curve as learning_curve
 from glcic_tf.evaluation import evaluate as evaluation
 from glcic_tf.training import runs
 from glcic_tf.training import inputs
@@ -19,7 +19,7 @@ from helpers.runs import IMAGES, make_run_dir, tiny_config
 def test_scorer_agrees_with_the_evaluation_report(eval_shards, tmp_path):
     run_dir = str(tmp_path / "run")
     config, model = make_run_dir(run_dir, step=0)
-    scorer = eval_curve.HeldOutScorer(eval_shards, config, num_images=IMAGES)
+    scorer = learning_curve.HeldOutScorer(eval_shards, config, num_images=IMAGES)
     assert scorer.num_images == IMAGES
     figures = scorer.score(model)
     # evaluate.py with one mask per image (seed 0, index 0) scores the very same holes.
@@ -50,7 +50,7 @@ def test_training_writes_the_curve_to_jsonl_and_tensorboard(eval_shards, tmp_pat
     run_dir = str(tmp_path / "run")
     loop.run_training(config, run_dir, train_dataset_fn=ds, eval_pattern=eval_shards,
                       verbose=0)
-    points = eval_curve.read_curve(os.path.join(run_dir, eval_curve.CURVE_NAME))
+    points = learning_curve.read_curve(os.path.join(run_dir, learning_curve.CURVE_NAME))
     assert [p["step"] for p in points] == [0, 2, 4, 6]
     assert [p["phase"] for p in points] == [1, 1, 1, 3]
     minutes = [p["minutes"] for p in points]
@@ -74,17 +74,17 @@ def test_plot_draws_a_png(tmp_path):
                "psnr": 22 + s / 10, "rect/hole_l1": 31 - s / 2, "rect/psnr": 21 + s / 10,
                "freeform/hole_l1": 29 - s / 2, "freeform/psnr": 23 + s / 10,
                "baselines": base, "images": 4} for s in range(0, 40, 10)]
-    path = eval_curve.plot_curve(points, str(tmp_path / "curve.png"), title="t")
+    path = learning_curve.plot_curve(points, str(tmp_path / "curve.png"), title="t")
     from PIL import Image
 
     with Image.open(path) as image:
         assert image.size[0] > 600 and image.size[1] > 200
     with pytest.raises(ValueError, match="no learning-curve points"):
-        eval_curve.plot_curve([], str(tmp_path / "none.png"))
+        learning_curve.plot_curve([], str(tmp_path / "none.png"))
 
 
 def test_read_curve_of_a_missing_file_is_empty(tmp_path):
-    assert eval_curve.read_curve(str(tmp_path / "none.jsonl")) == []
+    assert learning_curve.read_curve(str(tmp_path / "none.jsonl")) == []
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"step": 1}) + "\n\n")
-    assert eval_curve.read_curve(str(path)) == [{"step": 1}]
+    assert learning_curve.read_curve(str(path)) == [{"step": 1}]

@@ -22,7 +22,7 @@ import tensorflow as tf
 from glcic_tf.data import masks
 from glcic_tf.networks import models
 from glcic_tf.training import inputs, loop, runs
-from glcic_tf.training import job as train_lib
+from glcic_tf.training import job
 from glcic_tf.training import trainer as trainer_lib
 from glcic_tf.torch7.importer import import_torch7
 from glcic_tf.torch7.synthetic import synthetic_completionnet
@@ -113,7 +113,7 @@ def test_an_explicit_mean_pixel_wins_over_the_dataset_even_when_it_is_the_defaul
 
     config_file = tmp_path / "config.json"
     cli.resolve_config(cli.parse_args(["--preset", "tiny"])).save(str(config_file))
-    monkeypatch.setattr(train_lib, "train", fake_train)
+    monkeypatch.setattr(job, "train", fake_train)
     base = ["--data", dataset["prefix"], "--out", str(tmp_path / "run"), "--no-memory-check"]
     for extra, explicit in (([], False), (["--preset", "tiny"], False),
                             (["--mean-pixel", *map(str, DEFAULT_MEAN_PIXEL)], True),
@@ -121,18 +121,18 @@ def test_an_explicit_mean_pixel_wins_over_the_dataset_even_when_it_is_the_defaul
         assert _run(cli, base + extra, capsys)[0] == 0
         assert seen[-1].mean_pixel_explicit is explicit, extra
 
-    data = train_lib.resolve_data(train_lib.TrainOptions(seen[-1].config, "unused",
-                                                         data=dataset["prefix"]))
+    data = job.resolve_data(job.TrainOptions(seen[-1].config, "unused",
+                                             data=dataset["prefix"]))
     config = seen[-1].config
     assert config.data.mean_pixel == DEFAULT_MEAN_PIXEL
     lines = []
-    taken = train_lib.dataset_mean_pixel(config, data, lines.append)
+    taken = job.dataset_mean_pixel(config, data, lines.append)
     assert taken.data.mean_pixel == pytest.approx(dataset["mean"])
     assert "rnd-dataset_info.json" in lines[-1]
-    kept = train_lib.dataset_mean_pixel(config, data, lines.append, explicit=True)
+    kept = job.dataset_mean_pixel(config, data, lines.append, explicit=True)
     assert kept.data.mean_pixel == DEFAULT_MEAN_PIXEL
     other = config.with_mean_pixel((0.1, 0.2, 0.3))  # not the default: explicit by value
-    assert train_lib.dataset_mean_pixel(other, data).data.mean_pixel == (0.1, 0.2, 0.3)
+    assert job.dataset_mean_pixel(other, data).data.mean_pixel == (0.1, 0.2, 0.3)
 
 
 def test_torch7_fine_tune_recipe_keeps_the_imported_mean_and_exports_at_the_end(

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glcic_tf.serving import page as serving_ui
+from glcic_tf.serving import page as ui_page
 from glcic_tf.serving.app import create_app
 from glcic_tf.serving.manager import ModelManager
 from glcic_tf.serving.model_config import ModelConfig
@@ -52,10 +52,10 @@ def server():
 
 @pytest.fixture(scope="module")
 def driver():
-    if not all(serving_ui.find_chromium()):
+    if not all(ui_page.find_chromium()):
         pytest.skip("no Chromium and chromedriver on PATH (Debian: apt-get install chromium "
                     "chromium-driver; .ci/run installs them)")
-    browser = serving_ui.headless_chromium()
+    browser = ui_page.headless_chromium()
     try:
         yield browser
     finally:
@@ -176,12 +176,12 @@ def test_page_is_served_off_the_rest_api(server):
 def test_page_config_is_escaped_and_ui_can_be_turned_off(server):
     import httpx
 
-    html = serving_ui.page_html(["a</script><b>", "glcic"])
+    html = ui_page.page_html(["a</script><b>", "glcic"])
     config = html.split('<script id="glcic-config" type="application/json">', 1)[1]
     config = config.split("</script>", 1)[0]
     assert "<" not in config and json.loads(config) == {"models": ["a</script><b>", "glcic"]}
-    assert serving_ui.page_url("0.0.0.0", 8501) == "http://127.0.0.1:8501/ui"
-    assert serving_ui.page_url("::1", 80) == "http://[::1]:80/ui"
+    assert ui_page.page_url("0.0.0.0", 8501) == "http://127.0.0.1:8501/ui"
+    assert ui_page.page_url("::1", 80) == "http://[::1]:80/ui"
 
     app = create_app(server.manager, manage_lifecycle=False, ui=False)
     with serving_in_thread(app) as url:
@@ -199,7 +199,7 @@ def test_inbrowser_opens_the_page_once_the_port_listens(monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        thread = serving_ui.open_in_browser_when_up("0.0.0.0", port, timeout_seconds=30)
+        thread = ui_page.open_in_browser_when_up("0.0.0.0", port, timeout_seconds=30)
         thread.join(0.5)
         assert thread.is_alive() and not opened  # nothing listens yet
         sock.listen()

@@ -139,20 +139,20 @@ def test_train_flags_accumulate_and_memory_check():
 def test_train_lib_applies_the_auto_accumulation_and_skips_when_asked(tmp_path, capsys):
     import tensorflow as tf
 
-    from glcic_tf.training import job as train_lib
+    from glcic_tf.training import job
 
     config = paper(**{"schedule.batch_size": 65536})
     strategy = tf.distribute.get_strategy()
-    options = train_lib.TrainOptions(config=config, run_dir=str(tmp_path / "run"),
-                                     accumulate_auto=True)
-    chosen = train_lib.plan_memory(config, strategy, options)
+    options = job.TrainOptions(config=config, run_dir=str(tmp_path / "run"),
+                               accumulate_auto=True)
+    chosen = job.plan_memory(config, strategy, options)
     n = chosen.schedule.accumulate
     assert n > 1 and 65536 % n == 0
     assert f"--accumulate auto chose {n} micro-batches" in capsys.readouterr().out
-    off = train_lib.TrainOptions(config=config, run_dir=str(tmp_path / "run"),
-                                 memory_check=False)
-    assert train_lib.plan_memory(config, strategy, off) is config
+    off = job.TrainOptions(config=config, run_dir=str(tmp_path / "run"),
+                           memory_check=False)
+    assert job.plan_memory(config, strategy, off) is config
     with pytest.raises(memory.DoesNotFit, match="--accumulate"):
-        train_lib.plan_memory(config, strategy, train_lib.TrainOptions(
+        job.plan_memory(config, strategy, job.TrainOptions(
             config=config, run_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
