@@ -13,7 +13,7 @@ from glcic_tf.training import runs
 from glcic_tf.training import inputs
 from glcic_tf.training import loop
 
-from helpers.runs import IMAGES, make_run_dir, tiny_config
+from helpers.runs import IMAGES, make_run_dir, tiny_eval_config
 
 
 def test_scorer_agrees_with_the_evaluation_report(eval_shards, tmp_path):
@@ -40,7 +40,7 @@ def test_scorer_agrees_with_the_evaluation_report(eval_shards, tmp_path):
 
 @pytest.mark.slow  # a real (tiny) training run with four scored points: ~30 s
 def test_training_writes_the_curve_to_jsonl_and_tensorboard(eval_shards, tmp_path):
-    config = tiny_config().override({
+    config = tiny_eval_config().override({
         "schedule.batch_size": 2, "schedule.steps_completion": 4,
         "schedule.steps_discriminator": 1, "schedule.steps_joint": 1,
         "schedule.eval_every": 2, "schedule.eval_images": 2, "schedule.log_every": 1,

@@ -12,7 +12,7 @@ from glcic_tf.evaluation import report as report_lib
 from glcic_tf.evaluation.loader import EvaluationError
 
 from helpers.evaluation import MASKS, read_samples
-from helpers.runs import IMAGES, STEP, make_run_dir, tiny_config
+from helpers.runs import IMAGES, STEP, make_run_dir, tiny_eval_config
 from helpers.scripts import load_pipeline
 
 
@@ -57,7 +57,7 @@ def test_contact_sheet_layout(evaluated):
     assert info["columns"] == ["masked input", "ours", "ours + post", "Telea", "ground truth"]
     assert info["rows"] == ["img0", "img1", "img2"]
     # The last column of the first row is the ground-truth crop, pixel for pixel (32 px cells).
-    crop = next(iter(data.make_eval_dataset(evaluated["pattern"], tiny_config())))["image"][0]
+    crop = next(iter(data.make_eval_dataset(evaluated["pattern"], tiny_eval_config())))["image"][0]
     truth = np.clip(np.round(crop.numpy() * 255), 0, 255).astype(np.uint8)
     x0, y0 = pad + 4 * (cell + pad), header + pad
     # (Resizing in another tf.data graph may round one pixel value the other way.)
@@ -88,7 +88,7 @@ def test_same_masks_across_runs_and_models(evaluated, tmp_path):
 
 
 def test_eval_config_scales_holes_and_mask_seeds():
-    config = tiny_config()
+    config = tiny_eval_config()
     assert evaluation.eval_config(config) is config
     big = evaluation.eval_config(config, 64)
     assert (big.data.image_size, big.masks.local_size, big.masks.hole_min,

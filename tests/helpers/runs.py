@@ -14,7 +14,9 @@ IMAGES = 3
 STEP = 11
 
 
-def tiny_config():
+def tiny_eval_config():
+    """The tiny preset at 32 px crops, width 1/16, a non-default mean pixel: the evaluation
+    and learning-curve runs (the trainer tests' config is `helpers.training.tiny_config`)."""
     return get_preset("tiny").override({
         "data.image_size": 32, "data.resize_min": 32, "data.resize_max": 40,
         "data.mean_pixel": [0.5, 0.4, 0.3],
@@ -50,8 +52,8 @@ def tiny_export_config():
 def make_run_dir(path, seed=0, step=STEP, config=None):
     """A training run dir as training writes it (config.json + a CheckpointManager checkpoint)
     holding a completion network with He-normal weights from `seed` (untrained, but its output
-    is far from a smooth fill); `config` defaults to `tiny_config()`."""
-    config = config or tiny_config()
+    is far from a smooth fill); `config` defaults to `tiny_eval_config()`."""
+    config = config or tiny_eval_config()
     keras.utils.set_random_seed(seed)
     model = models.completion_network(config.model.width, config.model)
     he_normal_weights(model, seed)
