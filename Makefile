@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python pipelines/train.py
 
 # One pytest-xdist worker per core, at most 4: much of the suite is single-threaded graph
-# tracing, so two workers on 2 cores take ~0.6 of the serial time (docs/testing.md).
+# tracing, so two workers on 2 cores take ~0.7 of the serial time (docs/architecture.md).
 # `make test PYTEST_ARGS="-n 0"` runs it in one process.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal $(PYTEST_ARGS)

@@ -63,9 +63,10 @@ class FoldedNetwork:
         # so a SavedModel of it saves the Keras variables, under the same names as the Keras
         # model's export, and can be trained from; else folded copies (`variables`).
         self.source_model = model if live else None
-        self.variables = []
+        self.variables = []  # stored: kernel and bias per convolution; live: the model's
         self.layer_dtypes: dict[str, str] = {}
-        self._steps = []  # (kind, attributes, kernel index, dtype) in call order
+        self._convs = []  # (Keras convolution, its batch norm or None) per convolution
+        self._steps = []  # (kind, attributes, convolution index, dtype) in call order
         from glcic_tf.networks import models as models_lib
 
         layers = [layer for layer in model.layers
@@ -114,17 +115,15 @@ class FoldedNetwork:
             if kind in ("conv", "deconv"):
                 dtype = tf.float32 if name in float32_layers else self.compute_dtype
                 self.layer_dtypes[name] = dtype.name
-                index = len(self.variables)
-                if live:
-                    self.variables.append((conv, norm))
-                else:
+                index = len(self._convs)
+                self._convs.append((conv, norm))
+                if not live:
                     kernel, bias = _folded(kind, conv, norm, np)
                     self.variables.append(tf.Variable(kernel, dtype=dtype, trainable=False))
                     self.variables.append(tf.Variable(bias, dtype=dtype, trainable=False))
             # Padding and activations run in the dtype of the convolution they belong to.
             self._steps.append((kind, attrs, index, dtype))
         if live:
-            self._live = self.variables
             self.variables = list(model.variables)
 
     def __call__(self, inputs, training: bool = False):
@@ -171,9 +170,8 @@ class FoldedNetwork:
         import tensorflow as tf
 
         if self.source_model is None:
-            return self.variables[index], self.variables[index + 1]
-        conv, norm = self._live[index]
-        return _folded(kind, conv, norm, tf)
+            return self.variables[2 * index], self.variables[2 * index + 1]
+        return _folded(kind, *self._convs[index], tf)
 
 
 def _folded(kind: str, conv, norm, xp):

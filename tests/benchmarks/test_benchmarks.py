@@ -115,15 +115,20 @@ def test_training_benchmark_batch_and_flops():
     assert np.all((batch["image"] >= 0) & (batch["image"] <= 1))
 
 
+def _conv(k, cin, cout, side):
+    """GFLOP of a k x k convolution from cin to cout channels with a side x side output."""
+    return 2.0 * k * k * cin * cout * side * side / 1e9
+
+
+def _channels(width):
+    """Table 1's channel counts at `width` (rounded, at least 1)."""
+    return lambda c: max(1, round(c * width))
+
+
 def _table1_completion_gflop(size, width):
     """One forward pass of each completion-network convolution at size x size (GFLOP, batch 1)
     from Table 1 by hand (see `_table1_gflop`)."""
-    def ch(c):
-        return max(1, round(c * width))
-
-    def conv(k, cin, cout, side):
-        return 2.0 * k * k * cin * cout * side * side / 1e9
-
+    ch, conv = _channels(width), _conv
     s2, s4 = size // 2, size // 4
     completion = [conv(5, 4, ch(64), size), conv(3, ch(64), ch(128), s2),
                   conv(3, ch(128), ch(128), s2), conv(3, ch(128), ch(256), s4)]
@@ -144,12 +149,7 @@ def _table1_gflop(phase, size, local, width):
     for conv1: nothing needs the gradient wrt the network's input); in phase 3, D forward on
     real, completed and completed again, kernel gradients of two passes and input gradients of
     three (the first layer: one, down to the completed image)."""
-    def ch(c):
-        return max(1, round(c * width))
-
-    def conv(k, cin, cout, side):
-        return 2.0 * k * k * cin * cout * side * side / 1e9
-
+    ch = _channels(width)
     completion = _table1_completion_gflop(size, width)
     total = 3 * sum(completion) - completion[0]
     if phase == 3:
@@ -158,7 +158,7 @@ def _table1_gflop(phase, size, local, width):
             cin = 3
             for i, f in enumerate(filters):
                 side //= 2  # 5x5, stride 2
-                flop = conv(5, cin, ch(f), side)
+                flop = _conv(5, cin, ch(f), side)
                 total += (3 + 2 + (3 if i else 1)) * flop
                 cin = ch(f)
     return total

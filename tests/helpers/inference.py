@@ -1,9 +1,27 @@
 """Images, masks and reference composites for the inference tests (completer, regions,
 post-processing, export) and the complete.py / export.py command tests."""
 
+import os
+
 import numpy as np
 
 from helpers.images import png_bytes
+
+
+def keras_network_from_export(version_dir):
+    """(config, Keras completion network) restored from a float32 SavedModel's `variables/`
+    (the object graph `train.py --init-from` reads); fails when nothing matched."""
+    import tensorflow as tf
+
+    from glcic_tf.config import GLCICConfig
+    from glcic_tf.networks import models
+
+    config = GLCICConfig.load(os.path.join(version_dir, "assets", "config.json"))
+    model = models.completion_network(config.model.width, config.model)
+    status = tf.train.Checkpoint(completion=model).restore(
+        os.path.join(version_dir, "variables", "variables"))
+    status.expect_partial().assert_nontrivial_match()
+    return config, model
 
 
 def gradient_photo(h, w, seed=0, noise=3.0, dtype=np.uint8):
